@@ -1,0 +1,153 @@
+"""The flow graph users declare: named steps joined by streams.
+
+Operators (see :mod:`edgeflow.operators`) add steps; the compiler
+(:mod:`edgeflow.compiler`) checks and lowers the graph to an engine. A step
+carries an engine-neutral implementation:
+
+* ``source``: builds a bytewax ``Source`` of ``(sensor, item)`` pairs;
+* ``map``: a stateless ``fn(item) -> item | None`` (``None`` drops the item);
+* ``keyed``: a per-sensor :class:`KeyedLogic` built by ``logic``;
+* ``sink``: builds a bytewax ``Sink``.
+
+>>> flow = Flow("demo")
+>>> flow.name
+'demo'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from edgeflow.errors import FlowValidationError
+
+__all__ = ["Flow", "KeyedLogic", "Schema", "Step", "StepKind", "Stream", "build_config"]
+
+StepKind = Literal["source", "map", "keyed", "sink"]
+ItemKind = Literal["samples", "windows", "scored", "summaries", "any"]
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """What a stream carries, known before data flows.
+
+    >>> Schema("windows", channels=("accel",), rate_hz=500.0).n_features
+    0
+    """
+
+    kind: ItemKind
+    channels: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    rate_hz: float | None = None
+    window_size: int | None = None
+
+    @property
+    def n_features(self) -> int:
+        """Length of the feature vector on each item (0 when there is none)."""
+        return len(self.features)
+
+    def but(self, **changes: Any) -> Schema:
+        """Return a copy with some fields changed."""
+        return replace(self, **changes)
+
+
+class KeyedLogic(Protocol):
+    """Per-sensor state of a keyed step, fed batches of one sensor's items in order."""
+
+    def on_batch(self, items: list[Any]) -> Iterable[Any]:
+        """Consume items; return what to emit downstream."""
+        ...
+
+    def on_eof(self) -> Iterable[Any]:
+        """Input has ended: return what is left to emit."""
+        ...
+
+
+SchemaRule = Callable[[tuple[Schema, ...]], Schema]
+
+
+def _pass_through(inputs: tuple[Schema, ...]) -> Schema:
+    return inputs[0] if inputs else Schema("any")
+
+
+@dataclass(slots=True)
+class Step:
+    """One named node of a flow."""
+
+    step_id: str
+    operator: str
+    kind: StepKind
+    inputs: tuple[str, ...]
+    config: BaseModel | None = None
+    schema: SchemaRule = _pass_through
+    """Computes this step's output schema from its inputs' schemas; raises
+    :class:`FlowValidationError` when the inputs do not fit."""
+    source: Callable[[], Any] | None = None
+    fn: Callable[[Any], Any] | None = None
+    logic: Callable[[], KeyedLogic] | None = None
+    sink: Callable[[], Any] | None = None
+    can_fail: bool = False
+    """Whether the step may emit :class:`~edgeflow.records.DeadLetter` items."""
+    check: Callable[[], None] | None = None
+    """Extra checks run at compile time (files exist, models load...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """The output of a step, handed to the next operator."""
+
+    flow: Flow
+    step_id: str
+
+
+@dataclass
+class Flow:
+    """A named dataflow graph.
+
+    >>> import edgeflow.operators as eo
+    >>> flow = Flow("pump")
+    >>> s = eo.replay("samples", flow, "examples/data/pump_vibration.csv")
+    >>> [step.step_id for step in flow.steps]
+    ['samples']
+    """
+
+    name: str
+    dead_letter_path: str | None = None
+    """JSONL file for dead letters; ``None`` prints them to stderr."""
+    steps: list[Step] = field(default_factory=list)
+
+    def add_step(self, step: Step) -> Stream:
+        """Add a step and return its output stream.
+
+        Duplicate ids fail at once; unknown inputs and cycles fail at compile time.
+        """
+        if any(existing.step_id == step.step_id for existing in self.steps):
+            raise FlowValidationError(
+                step.step_id, "step_id", step.step_id, "another step already uses this id", hint="give each step a unique id"
+            )
+        self.steps.append(step)
+        return Stream(self, step.step_id)
+
+
+def build_config(step_id: str, model: type[BaseModel], **settings: Any) -> Any:
+    """Validate an operator's settings, turning pydantic errors into a :class:`FlowValidationError`.
+
+    >>> from pydantic import BaseModel, PositiveInt
+    >>> class Cfg(BaseModel):
+    ...     size: PositiveInt
+    >>> build_config("win", Cfg, size=0)
+    Traceback (most recent call last):
+    ...
+    edgeflow.errors.FlowValidationError: step 'win': field 'size' got 0: Input should be greater than 0...
+    """
+    try:
+        return model(**settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"]) or None
+        raise FlowValidationError(
+            step_id, loc, first.get("input"), first["msg"], hint=f"see the settings of {model.__name__}"
+        ) from None

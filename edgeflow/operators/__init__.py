@@ -1,0 +1,28 @@
+"""Built-in operators: plain functions ``(step_id, up, ...) -> Stream``.
+
+>>> import edgeflow.operators as eo
+>>> sorted(eo.__all__)[:4]
+['ewma_detector', 'features', 'filter', 'jsonl']
+"""
+
+from edgeflow.operators.custom import filter, map  # noqa: A004
+from edgeflow.operators.detect import ewma_detector, zscore_detector
+from edgeflow.operators.features import features
+from edgeflow.operators.output import jsonl, output, stdout
+from edgeflow.operators.replay import replay
+from edgeflow.operators.summarize import summarize
+from edgeflow.operators.window import window
+
+__all__ = [
+    "ewma_detector",
+    "features",
+    "filter",
+    "jsonl",
+    "map",
+    "output",
+    "replay",
+    "stdout",
+    "summarize",
+    "window",
+    "zscore_detector",
+]

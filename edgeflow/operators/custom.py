@@ -1,0 +1,28 @@
+"""Stateless steps from plain functions: ``map`` and ``filter``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from edgeflow.graph import Step, Stream
+
+__all__ = ["filter", "map"]
+
+
+def map(step_id: str, up: Stream, fn: Callable[[Any], Any]) -> Stream:  # noqa: A001
+    """Apply *fn* to every item (stateless: fused with neighbouring stateless steps).
+
+    >>> from edgeflow import Flow
+    >>> import edgeflow.operators as eo
+    >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
+    >>> doubled = map("double", s, lambda sample: sample._replace(values=(2 * sample.values[0],)))
+    """
+    return up.flow.add_step(Step(step_id, "map", "map", (up.step_id,), fn=fn))
+
+
+def filter(step_id: str, up: Stream, predicate: Callable[[Any], bool]) -> Stream:  # noqa: A001
+    """Keep the items for which *predicate* is true (stateless)."""
+    return up.flow.add_step(
+        Step(step_id, "filter", "map", (up.step_id,), fn=lambda item: item if predicate(item) else None)
+    )

@@ -1,0 +1,146 @@
+"""Statistical anomaly detectors on feature vectors, useful before any model exists.
+
+Both learn each sensor's normal feature distribution during ``warmup`` windows,
+then score a window by its largest absolute z-score over the features:
+
+* :func:`zscore_detector` freezes the baseline after warmup;
+* :func:`ewma_detector` keeps adapting it (exponentially weighted, ``alpha``)
+  with windows that are not anomalous, so slow drift is not flagged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+from edgeflow.errors import FlowValidationError
+from edgeflow.graph import Schema, Step, Stream, build_config
+from edgeflow.metrics import FlowStats, flow_stats
+from edgeflow.records import Scored, Window
+
+__all__ = ["DetectorConfig", "ZScoreState", "ewma_detector", "zscore_detector"]
+
+
+class DetectorConfig(BaseModel):
+    """Settings of the z-score and EWMA detectors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: PositiveFloat = 4.0
+    warmup: PositiveInt = Field(default=50, ge=2)
+    alpha: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """EWMA weight of a new normal window after warmup; 0 freezes the baseline."""
+    min_std: PositiveFloat = 1e-3
+    """Floor on each feature's standard deviation, relative to its mean's magnitude (plus 1e-9)."""
+
+
+class ZScoreState:
+    """One sensor's baseline: Welford during warmup, then frozen or EWMA.
+
+    >>> state = ZScoreState(DetectorConfig(warmup=3, threshold=3.0), "zscore", flow_stats("doc-det"))
+    >>> calm = [np.array([1.0, 2.0]), np.array([1.2, 2.1]), np.array([0.8, 1.9])]
+    >>> [state.score(x)[1] for x in calm]
+    [False, False, False]
+    >>> state.score(np.array([5.0, 2.0]))[1]
+    True
+    """
+
+    def __init__(self, cfg: DetectorConfig, model: str, stats: FlowStats) -> None:
+        self._cfg = cfg
+        self._model = model
+        self._stats = stats
+        self._n = 0
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def score(self, x: np.ndarray) -> tuple[float, bool]:
+        """Score one feature vector and learn from it when it is normal."""
+        x = x.astype(np.float64)
+        if self._mean is None or self._m2 is None:
+            self._mean, self._m2, self._n = x.copy(), np.zeros_like(x), 1
+            return 0.0, False
+        cfg = self._cfg
+        if self._n < cfg.warmup:
+            self._n += 1
+            delta = x - self._mean
+            self._mean += delta / self._n
+            self._m2 += delta * (x - self._mean)
+            return 0.0, False
+        var = self._m2 / (self._n - 1) if cfg.alpha == 0 else self._m2
+        std = np.maximum(np.sqrt(var), cfg.min_std * np.abs(self._mean) + 1e-9)
+        z = float(np.max(np.abs(x - self._mean) / std))
+        anomaly = z > cfg.threshold
+        if cfg.alpha > 0 and not anomaly:
+            if self._n == cfg.warmup:  # switch from Welford sums to an EWMA variance
+                self._m2 = self._m2 / (self._n - 1)
+                self._n += 1
+            delta = x - self._mean
+            self._mean += cfg.alpha * delta
+            self._m2 = (1 - cfg.alpha) * (self._m2 + cfg.alpha * delta * delta)
+        return z, anomaly
+
+    def on_batch(self, windows: list[Window]) -> list[Any]:
+        """Score each window of one sensor."""
+        out = []
+        anomalies = 0
+        for w in windows:
+            assert w.features is not None
+            z, anomaly = self.score(w.features)
+            anomalies += anomaly
+            out.append(Scored(w, z, anomaly, self._model))
+        if anomalies:
+            self._stats.add(anomalies=anomalies)
+        return out
+
+    def on_eof(self) -> list[Any]:
+        """Nothing is held back."""
+        return []
+
+
+def _detector(step_id: str, up: Stream, operator: str, cfg: DetectorConfig) -> Stream:
+    def schema(inputs: tuple[Schema, ...]) -> Schema:
+        (feats,) = inputs
+        if feats.kind != "windows" or not feats.features:
+            raise FlowValidationError(
+                step_id, "up", feats.kind, "the detector needs feature vectors", hint="put eo.features before it"
+            )
+        return feats.but(kind="scored")
+
+    flow = up.flow
+    return flow.add_step(
+        Step(step_id, operator, "keyed", (up.step_id,), cfg, schema=schema,
+             logic=lambda: ZScoreState(cfg, operator, flow_stats(flow.name)))
+    )
+
+
+def zscore_detector(
+    step_id: str, up: Stream, *, threshold: float = 4.0, warmup: int = 50, min_std: float = 1e-3
+) -> Stream:
+    """Flag windows whose features stray more than *threshold* standard deviations from the warmup baseline.
+
+    >>> from edgeflow import Flow
+    >>> import edgeflow.operators as eo
+    >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
+    >>> f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms"])
+    >>> scores = zscore_detector("detect", f, threshold=5.0)
+    """
+    cfg = build_config(step_id, DetectorConfig, threshold=threshold, warmup=warmup, min_std=min_std)
+    return _detector(step_id, up, "zscore", cfg)
+
+
+def ewma_detector(
+    step_id: str,
+    up: Stream,
+    *,
+    threshold: float = 4.0,
+    warmup: int = 50,
+    alpha: float = 0.02,
+    min_std: float = 1e-3,
+) -> Stream:
+    """Like :func:`zscore_detector`, but the baseline follows normal windows with weight *alpha*."""
+    cfg = build_config(step_id, DetectorConfig, threshold=threshold, warmup=warmup, alpha=alpha, min_std=min_std)
+    if cfg.alpha == 0:
+        raise FlowValidationError(step_id, "alpha", alpha, "must be > 0 for an EWMA", hint="or use zscore_detector")
+    return _detector(step_id, up, "ewma", cfg)

@@ -1,0 +1,276 @@
+"""Feature vectors from windows: statistics, percentiles and FFT band magnitudes.
+
+Feature names (a list of strings, validated before data flows):
+
+* ``mean``, ``std``, ``min``, ``max``, ``rms``, ``ptp``, ``skew``, ``kurtosis``
+  (population moments; kurtosis is Fisher's, 0 for a normal distribution);
+* ``pNN`` or ``pNN.N``: a percentile, e.g. ``p95``;
+* ``fft_bands(LO-HI,...)``: the RMS amplitude of the signal in each band of Hz,
+  from a one-sided periodogram of the mean-removed, windowed signal (the same
+  quantity as ``sqrt(sum(scipy.signal.periodogram(...)[1][band]) * df)``).
+
+The output is a float32 vector with one named field per channel and feature,
+optionally normalised with stored statistics (``(x - mean) / std``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.signal import get_window
+
+from edgeflow.errors import FlowValidationError
+from edgeflow.graph import Schema, Step, Stream, build_config
+from edgeflow.records import Window
+
+__all__ = ["FeatureExtractor", "FeaturesConfig", "features", "parse_features"]
+
+_SIMPLE = ("mean", "std", "min", "max", "rms", "ptp", "skew", "kurtosis")
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
+_BANDS = re.compile(r"^fft_bands\((.+)\)$")
+
+
+class FeaturesConfig(BaseModel):
+    """Settings of :func:`features`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    names: tuple[str, ...] = Field(min_length=1)
+    fft_window: str = "hann"
+    """Window function for the FFT bands (any name ``scipy.signal.get_window`` knows)."""
+    normalize: Path | None = None
+    """JSON file with ``names``, ``mean`` and ``std`` lists, e.g. from a model manifest."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Band:
+    lo: float
+    hi: float
+
+    @property
+    def name(self) -> str:
+        return f"band_{self.lo:g}_{self.hi:g}"
+
+
+def parse_features(names: tuple[str, ...]) -> list[str | float | _Band]:
+    """Parse feature names into simple names, percentiles (floats) and bands.
+
+    >>> parse_features(("mean", "p95", "fft_bands(0-50,50-200)"))
+    ['mean', 95.0, _Band(lo=0.0, hi=50.0), _Band(lo=50.0, hi=200.0)]
+    """
+    parsed: list[str | float | _Band] = []
+    for name in names:
+        if name in _SIMPLE:
+            parsed.append(name)
+        elif m := _PERCENTILE.match(name):
+            parsed.append(float(m.group(1)))
+        elif m := _BANDS.match(name.replace(" ", "")):
+            for part in m.group(1).split(","):
+                lo, sep, hi = part.partition("-")
+                try:
+                    band = _Band(float(lo), float(hi))
+                except ValueError:
+                    msg = f"band {part!r} is not LO-HI in Hz"
+                    raise ValueError(msg) from None
+                if not sep or band.lo < 0 or band.hi <= band.lo:
+                    msg = f"band {part!r} must be LO-HI with 0 <= LO < HI"
+                    raise ValueError(msg)
+                parsed.append(band)
+        else:
+            msg = f"unknown feature {name!r}; known: {', '.join(_SIMPLE)}, pNN, fft_bands(LO-HI,...)"
+            raise ValueError(msg)
+    return parsed
+
+
+class FeatureExtractor:
+    """Computes a fixed-length float32 feature vector from a ``(channels, size)`` window.
+
+    >>> fx = FeatureExtractor(("mean", "max"), channels=("x",), size=4, rate_hz=4.0)
+    >>> fx.names
+    ('mean', 'max')
+    >>> fx(np.array([[1.0, 2.0, 3.0, 6.0]], dtype=np.float32)).tolist()
+    [3.0, 6.0]
+    """
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        *,
+        channels: tuple[str, ...],
+        size: int,
+        rate_hz: float,
+        fft_window: str = "hann",
+        normalize: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self._parsed = parse_features(names)
+        per_channel = [p if isinstance(p, str) else p.name if isinstance(p, _Band) else f"p{p:g}" for p in self._parsed]
+        self.names = tuple(
+            f"{c}.{n}" if len(channels) > 1 else n for c in channels for n in per_channel
+        )
+        self._percentiles = [p for p in self._parsed if isinstance(p, float)]
+        bands = [p for p in self._parsed if isinstance(p, _Band)]
+        nyquist = rate_hz / 2
+        for band in bands:
+            if band.lo >= nyquist:
+                msg = f"band {band.lo:g}-{band.hi:g} Hz starts above the Nyquist frequency {nyquist:g} Hz"
+                raise ValueError(msg)
+        self._taper = get_window(fft_window, size).astype(np.float64) if bands else None
+        if bands:
+            freqs = np.fft.rfftfreq(size, 1.0 / rate_hz)
+            self._band_masks = np.array(
+                [(freqs >= b.lo) & ((freqs < b.hi) | ((freqs == b.hi) & (b.hi >= nyquist))) for b in bands]
+            ).astype(np.float64)
+            assert self._taper is not None
+            scale = np.full(freqs.size, 2.0 / (rate_hz * float(np.sum(self._taper**2))))
+            scale[0] /= 2
+            if size % 2 == 0:
+                scale[-1] /= 2
+            self._psd_scale = scale * (rate_hz / size)
+        self._normalize = normalize
+        self._steps = self._plan()
+
+    def _plan(self) -> list[Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]]:
+        steps: list[Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = []
+        for p in self._parsed:
+            if isinstance(p, str):
+                steps.append(_STATS[p])
+            elif isinstance(p, float):
+                idx = self._percentiles.index(p)
+                steps.append(lambda cache, x, idx=idx: self._percentile_block(cache, x)[idx])
+            else:
+                idx = [b for b in self._parsed if isinstance(b, _Band)].index(p)
+                steps.append(lambda cache, x, idx=idx: self._band_block(cache, x)[:, idx])
+        return steps
+
+    def _percentile_block(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        if "pct" not in cache:
+            cache["pct"] = np.percentile(x, self._percentiles, axis=1)
+        return cache["pct"]
+
+    def _band_block(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        if "bands" not in cache:
+            assert self._taper is not None
+            spectrum = np.fft.rfft((x - _mean(cache, x)[:, None]) * self._taper, axis=1)
+            power = (spectrum.real**2 + spectrum.imag**2) * self._psd_scale
+            cache["bands"] = np.sqrt(power @ self._band_masks.T)
+        return cache["bands"]
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
+        """Feature vector of one window (float32, ``len(self.names)`` long)."""
+        x = data.astype(np.float64)
+        cache: dict[str, np.ndarray] = {}
+        vec = np.empty((x.shape[0], len(self._steps)), dtype=np.float64)
+        for j, step in enumerate(self._steps):
+            vec[:, j] = step(cache, x)
+        out = vec.reshape(-1)
+        if self._normalize is not None:
+            out = (out - self._normalize[0]) / self._normalize[1]
+        return out.astype(np.float32)
+
+
+def _mean(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    if "mean" not in cache:
+        cache["mean"] = x.mean(axis=1)
+    return cache["mean"]
+
+
+def _central(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    if "m2" not in cache:
+        d = x - _mean(cache, x)[:, None]
+        d2 = d * d
+        cache["m2"] = d2.mean(axis=1)
+        cache["m3"] = (d2 * d).mean(axis=1)
+        cache["m4"] = (d2 * d2).mean(axis=1)
+    return cache["m2"]
+
+
+def _skew(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    m2 = _central(cache, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(m2 > 0, cache["m3"] / m2**1.5, 0.0)
+
+
+def _kurtosis(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    m2 = _central(cache, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(m2 > 0, cache["m4"] / m2**2 - 3.0, -3.0)
+
+
+_STATS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
+    "mean": _mean,
+    "std": lambda cache, x: np.sqrt(_central(cache, x)),
+    "min": lambda cache, x: x.min(axis=1),
+    "max": lambda cache, x: x.max(axis=1),
+    "rms": lambda cache, x: np.sqrt(np.mean(x * x, axis=1)),
+    "ptp": lambda cache, x: np.ptp(x, axis=1),
+    "skew": _skew,
+    "kurtosis": _kurtosis,
+}
+
+
+def load_normalization(path: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``{"names": [...], "mean": [...], "std": [...]}`` and check it matches *names*."""
+    stats = json.loads(path.read_text(encoding="utf-8"))
+    stats = stats.get("normalization", stats)
+    if tuple(stats["names"]) != names:
+        msg = f"its feature names {stats['names']} differ from this step's {list(names)}"
+        raise ValueError(msg)
+    std = np.asarray(stats["std"], dtype=np.float64)
+    return np.asarray(stats["mean"], dtype=np.float64), np.where(std > 0, std, 1.0)
+
+
+def features(
+    step_id: str,
+    up: Stream,
+    names: list[str] | tuple[str, ...],
+    *,
+    fft_window: str = "hann",
+    normalize: str | Path | None = None,
+) -> Stream:
+    """Attach a feature vector to each window (stateless: it fuses with neighbours).
+
+    >>> from edgeflow import Flow
+    >>> import edgeflow.operators as eo
+    >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
+    >>> w = eo.window("win", s, rate_hz=500, size=256, hop=64)
+    >>> f = features("feat", w, ["rms", "p95", "fft_bands(0-50,50-250)"])
+    """
+    cfg: FeaturesConfig = build_config(
+        step_id, FeaturesConfig, names=tuple(names), fft_window=fft_window, normalize=normalize
+    )
+    try:
+        parse_features(cfg.names)
+    except ValueError as exc:
+        raise FlowValidationError(step_id, "names", list(cfg.names), str(exc)) from None
+    extractor: list[FeatureExtractor] = []
+
+    def schema(inputs: tuple[Schema, ...]) -> Schema:
+        (win,) = inputs
+        if win.kind != "windows" or win.window_size is None or win.rate_hz is None:
+            raise FlowValidationError(step_id, "up", win.kind, "features takes windows", hint="put eo.window before it")
+        try:
+            fx = FeatureExtractor(cfg.names, channels=win.channels, size=win.window_size, rate_hz=win.rate_hz,
+                                  fft_window=cfg.fft_window)
+        except ValueError as exc:
+            raise FlowValidationError(step_id, "names", list(cfg.names), str(exc)) from None
+        if cfg.normalize is not None:
+            try:
+                norm = load_normalization(cfg.normalize, fx.names)
+            except (OSError, ValueError, KeyError) as exc:
+                raise FlowValidationError(step_id, "normalize", str(cfg.normalize), str(exc)) from None
+            fx = FeatureExtractor(cfg.names, channels=win.channels, size=win.window_size, rate_hz=win.rate_hz,
+                                  fft_window=cfg.fft_window, normalize=norm)
+        extractor[:] = [fx]
+        return win.but(features=fx.names)
+
+    def compute(w: Window) -> Window:
+        w.features = extractor[0](w.data)
+        return w
+
+    return up.flow.add_step(Step(step_id, "features", "map", (up.step_id,), cfg, schema=schema, fn=compute))

@@ -1,0 +1,209 @@
+"""Per-sensor, per-interval summaries: the only data that leaves the gateway.
+
+Intervals are aligned to multiples of ``every_s`` on event time and close when
+a window of a later interval arrives (or at end of input). A summary holds the
+raw sample count and bytes it stands for, feature min/mean/max, the anomaly
+verdict with the anomalous-window rate and its 95 % Wilson interval, and the
+mean score with its 95 % Student-t interval.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from scipy import stats as sps
+
+from edgeflow.errors import FlowValidationError
+from edgeflow.graph import Schema, Step, Stream, build_config
+from edgeflow.records import Scored, to_datetime
+
+__all__ = ["IntervalSummary", "Summary", "SummaryConfig", "summarize", "wilson_interval"]
+
+
+class SummaryConfig(BaseModel):
+    """Settings of :func:`summarize`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    every_s: PositiveFloat = 10.0
+    min_anomalous_windows: PositiveInt = 1
+    """Windows that must be anomalous for the interval's ``anomaly`` flag."""
+    digits: int = Field(default=4, ge=1, le=9)
+    """Significant digits kept in numbers (smaller summaries)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """One interval of one sensor, ready to send."""
+
+    record: dict[str, Any]
+    t_in: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready summary."""
+        return self.record
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion *k* / *n*.
+
+    >>> [round(x, 3) for x in wilson_interval(0, 50)]
+    [0.0, 0.071]
+    """
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _round(x: float, digits: int) -> float:
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else x
+
+
+class IntervalSummary:
+    """Accumulates one sensor's scored windows and emits a summary per interval."""
+
+    def __init__(self, cfg: SummaryConfig, feature_names: tuple[str, ...]) -> None:
+        self._cfg = cfg
+        self._names = feature_names
+        self._interval: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._windows = 0
+        self._samples = 0
+        self._raw_bytes = 0
+        self._anomalous = 0
+        self._scores: list[float] = []
+        self._max_at = 0.0
+        self._fmin: np.ndarray | None = None
+        self._fmax: np.ndarray | None = None
+        self._fsum: np.ndarray | None = None
+        self._sensor = ""
+        self._model = ""
+        self._t_in = 0
+
+    def on_batch(self, items: list[Scored]) -> list[Any]:
+        """Add scored windows; return summaries of intervals that closed."""
+        out = []
+        every = self._cfg.every_s
+        for item in items:
+            w = item.window
+            interval = math.floor(w.end / every)
+            if self._interval is not None and interval != self._interval and self._windows:
+                out.append(self._emit())
+            self._interval = interval
+            self._add(item)
+        return out
+
+    def _add(self, item: Scored) -> None:
+        w = item.window
+        self._sensor, self._model, self._t_in = w.sensor, item.model, w.t_in
+        self._windows += 1
+        self._samples += w.n_raw
+        self._raw_bytes += w.raw_bytes
+        self._anomalous += item.anomaly
+        if not self._scores or item.score > max(self._scores):
+            self._max_at = w.end
+        self._scores.append(item.score)
+        if w.features is not None:
+            f = w.features.astype(np.float64)
+            if self._fsum is None or self._fmin is None or self._fmax is None:
+                self._fmin, self._fmax, self._fsum = f.copy(), f.copy(), f.copy()
+            else:
+                np.minimum(self._fmin, f, out=self._fmin)
+                np.maximum(self._fmax, f, out=self._fmax)
+                self._fsum += f
+
+    def _emit(self) -> Summary:
+        d = self._cfg.digits
+        n = self._windows
+        scores = np.asarray(self._scores)
+        mean = float(scores.mean())
+        if n > 1:
+            half = float(sps.t.ppf(0.975, n - 1) * scores.std(ddof=1) / math.sqrt(n))
+        else:
+            half = math.inf
+        assert self._interval is not None
+        start = self._interval * self._cfg.every_s
+        record: dict[str, Any] = {
+            "sensor": self._sensor,
+            "interval": [to_datetime(start).isoformat(), to_datetime(start + self._cfg.every_s).isoformat()],
+            "samples": self._samples,
+            "raw_bytes": self._raw_bytes,
+            "windows": n,
+            "anomaly": self._anomalous >= self._cfg.min_anomalous_windows,
+            "anomalous_windows": self._anomalous,
+            "anomaly_rate": {
+                "value": _round(self._anomalous / n, d),
+                "ci95": [_round(x, d) for x in wilson_interval(self._anomalous, n)],
+            },
+            "score": {
+                "mean": _round(mean, d),
+                "ci95": [_round(mean - half, d), _round(mean + half, d)] if math.isfinite(half) else None,
+                "max": _round(float(scores.max()), d),
+                "max_at": to_datetime(self._max_at).isoformat(),
+            },
+            "model": self._model,
+        }
+        if self._fsum is not None and self._fmin is not None and self._fmax is not None:
+            record["features"] = {
+                name: [_round(float(lo), d), _round(float(s / n), d), _round(float(hi), d)]
+                for name, lo, s, hi in zip(self._names, self._fmin, self._fsum, self._fmax, strict=True)
+            }
+        summary = Summary(record, self._t_in)
+        self._reset()
+        return summary
+
+    def on_eof(self) -> list[Any]:
+        """Flush the open interval."""
+        return [self._emit()] if self._windows else []
+
+
+def summarize(
+    step_id: str,
+    up: Stream,
+    *,
+    every_s: float = 10.0,
+    min_anomalous_windows: int = 1,
+    digits: int = 4,
+    sink: Any = None,
+) -> Stream:
+    """Summarize scored windows per sensor every *every_s* seconds of event time; optionally send to *sink*.
+
+    >>> from edgeflow import Flow
+    >>> import edgeflow.operators as eo
+    >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
+    >>> f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms"])
+    >>> out = summarize("summary", eo.zscore_detector("detect", f), every_s=10, sink=eo.stdout())
+    """
+    cfg: SummaryConfig = build_config(
+        step_id, SummaryConfig, every_s=every_s, min_anomalous_windows=min_anomalous_windows, digits=digits
+    )
+    names: list[tuple[str, ...]] = []
+
+    def schema(inputs: tuple[Schema, ...]) -> Schema:
+        (scored,) = inputs
+        if scored.kind != "scored":
+            raise FlowValidationError(
+                step_id, "up", scored.kind, "summarize takes scored windows", hint="put a detector or eo.infer before it"
+            )
+        names[:] = [scored.features]
+        return Schema("summaries")
+
+    flow = up.flow
+    out = flow.add_step(
+        Step(step_id, "summarize", "keyed", (up.step_id,), cfg, schema=schema,
+             logic=lambda: IntervalSummary(cfg, names[0]))
+    )
+    if sink is not None:
+        from edgeflow.operators.output import output
+
+        output(f"{step_id}_out", out, sink)
+    return out

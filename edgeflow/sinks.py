@@ -1,0 +1,163 @@
+"""Sinks that write flow outputs: readable stdout, JSONL files, and the dead-letter file.
+
+Every sink counts the bytes it sends (what would leave the gateway) and the
+latency from the newest contributing sample's ingest to output.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from edgeflow.metrics import flow_stats
+from edgeflow.records import DeadLetter, Scored, Window, to_datetime
+
+__all__ = ["DeadLetterSink", "JsonlSink", "StdoutSink", "to_json", "worker_path"]
+
+
+def to_json(item: Any) -> dict[str, Any]:
+    """Turn any flow item into a JSON-ready dict.
+
+    >>> to_json({"a": 1})
+    {'a': 1}
+    """
+    if isinstance(item, dict):
+        return item
+    if hasattr(item, "to_json"):
+        return item.to_json()  # type: ignore[no-any-return]
+    if isinstance(item, Scored):
+        out = _window_json(item.window)
+        out.update(score=round(item.score, 4), anomaly=item.anomaly, model=item.model)
+        return out
+    if isinstance(item, Window):
+        return _window_json(item)
+    return {"value": repr(item)}
+
+
+def _window_json(w: Window) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "sensor": w.sensor,
+        "start": to_datetime(w.start).isoformat(),
+        "end": to_datetime(w.end).isoformat(),
+    }
+    if w.features is not None:
+        out["features"] = [round(float(x), 6) for x in w.features]
+    return out
+
+
+def _t_in(item: Any) -> int | None:
+    if isinstance(item, Scored):
+        return item.window.t_in
+    return getattr(item, "t_in", None)
+
+
+def worker_path(path: str | Path, worker_index: int, worker_count: int) -> Path:
+    """One file per worker when several write: ``out.jsonl`` becomes ``out.w1.jsonl``.
+
+    >>> str(worker_path("out/s.jsonl", 1, 2))
+    'out/s.w1.jsonl'
+    """
+    path = Path(path)
+    if worker_count == 1:
+        return path
+    return path.with_name(f"{path.stem}.w{worker_index}{path.suffix}")
+
+
+class _WriterPartition(StatelessSinkPartition[tuple[str, Any]]):
+    def __init__(self, stream: TextIO, flow_name: str, render: Any, close: bool) -> None:
+        self._stream = stream
+        self._stats = flow_stats(flow_name)
+        self._render = render
+        self._close = close
+
+    def write_batch(self, items: list[tuple[str, Any]]) -> None:
+        now = time.perf_counter_ns()
+        lines = []
+        for _key, item in items:
+            lines.append(self._render(item))
+            t_in = _t_in(item)
+            if t_in:
+                self._stats.latency.record(now - t_in)
+        text = "".join(lines)
+        self._stream.write(text)
+        self._stream.flush()
+        self._stats.add(items_out=len(items), bytes_out=len(text.encode()))
+
+    def close(self) -> None:
+        if self._close:
+            self._stream.close()
+
+
+def _jsonl_line(item: Any) -> str:
+    return json.dumps(to_json(item), separators=(",", ":")) + "\n"
+
+
+def _readable_line(item: Any) -> str:
+    record = to_json(item)
+    if "interval" in record:  # a summary
+        flag = "ANOMALY" if record["anomaly"] else "ok"
+        return (
+            f"{record['interval'][0][11:19]}..{record['interval'][1][11:19]} {record['sensor']:<10} "
+            f"{flag:<7} samples={record['samples']} windows={record['windows']} "
+            f"anomalous={record['anomalous_windows']} max_score={record['score']['max']}\n"
+        )
+    return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+class JsonlSink(DynamicSink[tuple[str, Any]]):
+    """Writes one JSON object per line to *path* (truncated at start; one file per worker)."""
+
+    def __init__(self, path: str | Path, flow_name: str) -> None:
+        self.path = Path(path)
+        self.flow_name = flow_name
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
+        path = worker_path(self.path, worker_index, worker_count)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _WriterPartition(path.open("w", encoding="utf-8"), self.flow_name, _jsonl_line, close=True)
+
+
+class StdoutSink(DynamicSink[tuple[str, Any]]):
+    """Prints one readable line per item."""
+
+    def __init__(self, flow_name: str) -> None:
+        self.flow_name = flow_name
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
+        return _WriterPartition(sys.stdout, self.flow_name, _readable_line, close=False)
+
+
+class _DeadLetterPartition(StatelessSinkPartition[tuple[str, DeadLetter]]):
+    def __init__(self, stream: TextIO, flow_name: str, close: bool) -> None:
+        self._stream = stream
+        self._stats = flow_stats(flow_name)
+        self._close = close
+
+    def write_batch(self, items: list[tuple[str, DeadLetter]]) -> None:
+        self._stream.write("".join(json.dumps(letter.to_json()) + "\n" for _key, letter in items))
+        self._stream.flush()
+        self._stats.add(dead_letters=len(items))
+
+    def close(self) -> None:
+        if self._close:
+            self._stream.close()
+
+
+class DeadLetterSink(DynamicSink[tuple[str, DeadLetter]]):
+    """Writes dead letters as JSONL to *path*, or to stderr when *path* is ``None``, and counts them."""
+
+    def __init__(self, path: str | Path | None, flow_name: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.flow_name = flow_name
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        if self.path is None:
+            return _DeadLetterPartition(sys.stderr, self.flow_name, close=False)
+        path = worker_path(self.path, worker_index, worker_count)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _DeadLetterPartition(path.open("w", encoding="utf-8"), self.flow_name, close=True)
