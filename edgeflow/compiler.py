@@ -20,7 +20,7 @@ flow 'demo': 4 steps in 4 engine steps
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,11 +110,11 @@ class CompiledFlow:
         lines.append("}")
         return "\n".join(lines)
 
-    def to_bytewax(self) -> Any:
-        """Build the bytewax ``Dataflow`` that runs this flow."""
+    def to_bytewax(self, sinks: Mapping[str, Any] | None = None) -> Any:
+        """Build the bytewax ``Dataflow`` that runs this flow (*sinks* replaces sinks by step id)."""
         from edgeflow.engine import build_dataflow
 
-        return build_dataflow(self)
+        return build_dataflow(self, sinks)
 
 
 def _node(step_id: str) -> str:

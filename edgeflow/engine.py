@@ -8,6 +8,7 @@ that can fail a ``branch`` sends dead letters to the flow's dead-letter sink.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
@@ -45,7 +46,7 @@ def _is_ok(pair: tuple[str, Any]) -> bool:
     return type(pair[1]) is not DeadLetter
 
 
-def _lower_stage(stage: Stage, df: Dataflow, streams: dict[str, Any]) -> Any:
+def _lower_stage(stage: Stage, df: Dataflow, streams: dict[str, Any], sinks: Mapping[str, Any]) -> Any:
     sid = stage.stage_id.replace(".", "_")
     first = stage.steps[0]
     if stage.kind == "source":
@@ -61,17 +62,18 @@ def _lower_stage(stage: Stage, df: Dataflow, streams: dict[str, Any]) -> Any:
         assert factory is not None
         return op.stateful_batch(sid, up, lambda _resume: _Keyed(factory()))
     assert first.sink is not None
-    op.output(sid, up, first.sink())
+    op.output(sid, up, sinks[first.step_id] if first.step_id in sinks else first.sink())
     return None
 
 
-def build_dataflow(compiled: CompiledFlow) -> Dataflow:
-    """Return a bytewax ``Dataflow`` equivalent to *compiled*."""
+def build_dataflow(compiled: CompiledFlow, sinks: Mapping[str, Any] | None = None) -> Dataflow:
+    """Return a bytewax ``Dataflow`` equivalent to *compiled*; *sinks* replaces sinks by step id (for tests)."""
+    sinks = sinks or {}
     df = Dataflow(compiled.flow.name)
     streams: dict[str, Any] = {}
     dead: list[Any] = []
     for stage in compiled.stages:
-        out = _lower_stage(stage, df, streams)
+        out = _lower_stage(stage, df, streams, sinks)
         if out is None:
             continue
         if stage.can_fail:
@@ -81,5 +83,6 @@ def build_dataflow(compiled: CompiledFlow) -> Dataflow:
         streams[stage.steps[-1].step_id] = out
     if dead:
         merged = dead[0] if len(dead) == 1 else op.merge("dead_letters_merge", *dead)
-        op.output("dead_letters", merged, DeadLetterSink(compiled.flow.dead_letter_path, compiled.flow.name))
+        dead_sink = sinks.get("dead_letters") or DeadLetterSink(compiled.flow.dead_letter_path, compiled.flow.name)
+        op.output("dead_letters", merged, dead_sink)
     return df

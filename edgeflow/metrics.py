@@ -62,6 +62,8 @@ class FlowStats:
     anomalies: int = 0
     items_out: int = 0
     bytes_out: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    """Operator-specific counters by name, e.g. ``mqtt.dropped``."""
     started: float = field(default_factory=time.monotonic)
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -71,6 +73,11 @@ class FlowStats:
         with self._lock:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add *n* to the operator-specific counter *name* (thread-safe)."""
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + n
 
     def counters(self) -> dict[str, int]:
         """All integer counters by name."""

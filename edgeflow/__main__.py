@@ -1,0 +1,5 @@
+"""``python -m edgeflow`` runs the CLI."""
+
+from edgeflow.cli import main
+
+main()
