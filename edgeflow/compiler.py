@@ -9,7 +9,7 @@ step's name instead of halfway through a recording.
 >>> s = eo.replay("samples", flow, "examples/data/pump_vibration.csv")
 >>> w = eo.window("win", s, size=256, hop=64, rate_hz=500)
 >>> f = eo.features("feat", w, ["mean", "rms"])
->>> eo.stdout("print", f)
+>>> eo.output("print", f, eo.stdout())
 >>> print(compile_flow(flow).describe())
 flow 'demo': 4 steps in 4 engine steps
   [source] samples (replay) -> samples[accel]

@@ -102,6 +102,9 @@ class Stream:
     flow: Flow
     step_id: str
 
+    def __repr__(self) -> str:
+        return f"Stream({self.flow.name!r}, {self.step_id!r})"
+
 
 @dataclass
 class Flow:
@@ -119,6 +122,9 @@ class Flow:
     """JSONL file for dead letters; ``None`` prints them to stderr."""
     steps: list[Step] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r}, steps={[step.step_id for step in self.steps]})"
+
     def add_step(self, step: Step) -> Stream:
         """Add a step and return its output stream.
 
@@ -135,9 +141,9 @@ class Flow:
 def build_config(step_id: str, model: type[BaseModel], **settings: Any) -> Any:
     """Validate an operator's settings, turning pydantic errors into a :class:`FlowValidationError`.
 
-    >>> from pydantic import BaseModel, PositiveInt
+    >>> from pydantic import BaseModel, Field
     >>> class Cfg(BaseModel):
-    ...     size: PositiveInt
+    ...     size: int = Field(gt=0)
     >>> build_config("win", Cfg, size=0)
     Traceback (most recent call last):
     ...

@@ -5,7 +5,7 @@
 >>> flow = Flow("doc-run")
 >>> s = eo.replay("samples", flow, "examples/data/pump_vibration.csv")
 >>> f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms"])
->>> eo.summarize("summary", eo.zscore_detector("detect", f), sink=eo.jsonl("out/doc-run.jsonl"))
+>>> _ = eo.summarize("summary", eo.zscore_detector("detect", f), sink=eo.jsonl("out/doc-run.jsonl"))
 >>> report = run(flow)
 >>> report.stats.samples_in
 118050
