@@ -1,0 +1,125 @@
+"""``edgeflow init DIR``: a new project with a flow, a custom operator, a recording and a passing test."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+__all__ = ["scaffold"]
+
+_FLOW = '''"""Example flow: replay -> g to m/s^2 -> windows -> features -> z-score -> 5 s summaries."""
+
+import edgeflow.operators as eo
+from edgeflow import Flow
+from operators.units import g_to_ms2
+
+flow = Flow("example", dead_letter_path="out/dead_letters.jsonl")
+samples = g_to_ms2("to_ms2", eo.replay("samples", flow, "data/recording.csv"))
+windows = eo.window("win", samples, rate_hz=200, size=128, hop=32)
+feats = eo.features("feat", windows, ["mean", "std", "rms", "p95", "fft_bands(0-20,20-100)"])
+scores = eo.zscore_detector("detect", feats, threshold=6.0, warmup=40)
+eo.summarize("summary", scores, every_s=5, sink=eo.jsonl("out/summary.jsonl"))
+'''
+
+_OPERATOR = '''"""A custom stateless operator: convert acceleration samples from g to m/s^2."""
+
+from pydantic import BaseModel, ConfigDict
+
+from edgeflow import FlowValidationError, Schema, Step, Stream, build_config
+from edgeflow.records import Sample
+
+G = 9.80665
+
+
+class UnitsConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    factor: float = G
+
+
+def g_to_ms2(step_id: str, up: Stream, *, factor: float = G) -> Stream:
+    """Multiply every sample value by *factor* (stateless, so the compiler may fuse it)."""
+    cfg = build_config(step_id, UnitsConfig, factor=factor)
+
+    def schema(inputs: tuple[Schema, ...]) -> Schema:
+        if inputs[0].kind != "samples":
+            raise FlowValidationError(step_id, "up", inputs[0].kind, "g_to_ms2 takes samples")
+        return inputs[0]
+
+    def convert(sample: Sample) -> Sample:
+        return sample._replace(values=tuple(v * cfg.factor for v in sample.values))
+
+    return up.flow.add_step(Step(step_id, "g_to_ms2", "map", (up.step_id,), cfg, schema=schema, fn=convert))
+'''
+
+_TEST = '''"""Replay the recording through the flow and check what it reports."""
+
+from edgeflow.testing import run_capture
+
+
+def test_fault_on_sensor_b_is_flagged_and_nothing_else():
+    result = run_capture("flows/example.py")
+    summaries = result.only()
+    flagged = {(s["sensor"], s["interval"][0][11:19]) for s in summaries if s["anomaly"]}
+    # the fault lasts 25-30 s; windows ending just after 30 s still hold some of it
+    assert flagged == {("b", "00:00:25"), ("b", "00:00:30")}
+    assert result.dead_letters == []
+'''
+
+_README = """# {name}
+
+An edgeflow project.
+
+    edgeflow run flows/example.py     # summaries in out/summary.jsonl
+    python -m pytest                  # replay test
+
+`flows/` holds flows, `operators/` your own operators, `models/` int8 models
+with their manifest, `data/` recordings, `tests/` replay tests.
+"""
+
+
+def _recording(path: Path) -> None:
+    rng = random.Random(3)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    lines = ["ts,sensor,accel"]
+    for i in range(40 * 200):
+        t = i / 200
+        for sensor in ("a", "b"):
+            amp = 6.0 if sensor == "b" and 25 <= t < 30 else 1.0
+            value = amp * 0.3 * math.sin(2 * math.pi * 12 * t) + rng.gauss(0, 0.03)
+            stamp = (start + timedelta(seconds=t)).isoformat().replace("+00:00", "Z")
+            lines.append(f"{stamp},{sensor},{value:.5f}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def scaffold(directory: Path) -> list[Path]:
+    """Create a project in *directory* (which must not exist or be empty); return the files written.
+
+    >>> import tempfile
+    >>> files = scaffold(Path(tempfile.mkdtemp()) / "plant")
+    >>> sorted(p.name for p in files)[:3]
+    ['README.md', '__init__.py', 'example.py']
+    """
+    if directory.exists() and any(directory.iterdir()):
+        msg = f"{directory} exists and is not empty"
+        raise FileExistsError(msg)
+    files = {
+        "README.md": _README.format(name=directory.name),
+        "flows/example.py": _FLOW,
+        "operators/__init__.py": "",
+        "operators/units.py": _OPERATOR,
+        "models/README.md": "int8 models and their manifest go here (see `edgeflow model build`).\n",
+        "tests/test_example_flow.py": _TEST,
+        "pytest.ini": "[pytest]\ntestpaths = tests\npythonpath = .\n",
+    }
+    written = []
+    for rel, text in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    (directory / "data").mkdir(exist_ok=True)
+    _recording(directory / "data" / "recording.csv")
+    written.append(directory / "data" / "recording.csv")
+    return written
