@@ -3,7 +3,8 @@
 Items travel as ``(sensor, item)`` pairs so bytewax routes each sensor's state
 to one worker. Keyed steps run with ``stateful_batch`` (one Python call per
 batch), fused stateless chains with ``flat_map_batch``, and after every stage
-that can fail a ``branch`` sends dead letters to the flow's dead-letter sink.
+that can fail a ``branch`` sends dead letters to the flow's dead-letter sink,
+counted on the way.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from edgeflow.compiler import fused_function
+from edgeflow.metrics import flow_stats
 from edgeflow.records import DeadLetter
 from edgeflow.sinks import DeadLetterSink
 
@@ -83,6 +85,8 @@ def build_dataflow(compiled: CompiledFlow, sinks: Mapping[str, Any] | None = Non
         streams[stage.steps[-1].step_id] = out
     if dead:
         merged = dead[0] if len(dead) == 1 else op.merge("dead_letters_merge", *dead)
+        name = compiled.flow.name
+        merged = op.inspect("dead_letters_count", merged, lambda _step, _item: flow_stats(name).add(dead_letters=1))
         dead_sink = sinks.get("dead_letters") or DeadLetterSink(compiled.flow.dead_letter_path, compiled.flow.name)
         op.output("dead_letters", merged, dead_sink)
     return df

@@ -133,15 +133,13 @@ class StdoutSink(DynamicSink[tuple[str, Any]]):
 
 
 class _DeadLetterPartition(StatelessSinkPartition[tuple[str, DeadLetter]]):
-    def __init__(self, stream: TextIO, flow_name: str, close: bool) -> None:
+    def __init__(self, stream: TextIO, close: bool) -> None:
         self._stream = stream
-        self._stats = flow_stats(flow_name)
         self._close = close
 
     def write_batch(self, items: list[tuple[str, DeadLetter]]) -> None:
         self._stream.write("".join(json.dumps(letter.to_json()) + "\n" for _key, letter in items))
         self._stream.flush()
-        self._stats.add(dead_letters=len(items))
 
     def close(self) -> None:
         if self._close:
@@ -149,7 +147,7 @@ class _DeadLetterPartition(StatelessSinkPartition[tuple[str, DeadLetter]]):
 
 
 class DeadLetterSink(DynamicSink[tuple[str, DeadLetter]]):
-    """Writes dead letters as JSONL to *path*, or to stderr when *path* is ``None``, and counts them."""
+    """Writes dead letters as JSONL to *path*, or to stderr when *path* is ``None`` (the engine counts them)."""
 
     def __init__(self, path: str | Path | None, flow_name: str) -> None:
         self.path = None if path is None else Path(path)
@@ -157,7 +155,7 @@ class DeadLetterSink(DynamicSink[tuple[str, DeadLetter]]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
         if self.path is None:
-            return _DeadLetterPartition(sys.stderr, self.flow_name, close=False)
+            return _DeadLetterPartition(sys.stderr, close=False)
         path = worker_path(self.path, worker_index, worker_count)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _DeadLetterPartition(path.open("w", encoding="utf-8"), self.flow_name, close=True)
+        return _DeadLetterPartition(path.open("w", encoding="utf-8"), close=True)

@@ -98,6 +98,9 @@ class SensorWindows:
         self._next_index = 0
         self._n_raw = 0
         self._raw_bytes = 0
+        self._batch_t = np.zeros(0)
+        self._batch_bytes = np.zeros(1, dtype=np.int64)
+        self._attributed = 0
         self._sensor: str | None = None
         self._rejected = False
 
@@ -129,8 +132,11 @@ class SensorWindows:
             if not samples:
                 return out
         v = np.array([s.values for s in samples], dtype=np.float64).T
-        self._n_raw += len(samples)
-        self._raw_bytes += sum(s.nbytes for s in samples)
+        # raw samples and bytes are attributed to the first window ending at or after them,
+        # so summaries do not depend on how the input was batched
+        self._batch_t = t
+        self._batch_bytes = np.concatenate(([0], np.cumsum([s.nbytes for s in samples])))
+        self._attributed = 0
         t_in = samples[-1].t_in
         breaks = np.flatnonzero(np.diff(np.concatenate(([self._last_t], t))) > self._cfg.max_gap_s)
         bounds = [*breaks.tolist(), len(t)]
@@ -141,6 +147,8 @@ class SensorWindows:
             if end < len(t):
                 self._reset(t[end], v[:, end])
             start = end
+        self._n_raw += len(t) - self._attributed
+        self._raw_bytes += int(self._batch_bytes[-1] - self._batch_bytes[self._attributed])
         self._stats.add(windows=sum(type(item) is Window for item in out))
         return out
 
@@ -180,6 +188,10 @@ class SensorWindows:
             if take == due:
                 self._since_emit = 0
                 end_t = float(grid[i - 1])
+                upto = int(np.searchsorted(self._batch_t, end_t, side="right"))
+                self._n_raw += upto - self._attributed
+                self._raw_bytes += int(self._batch_bytes[upto] - self._batch_bytes[self._attributed])
+                self._attributed = upto
                 data = np.concatenate((self._buf[:, self._pos :], self._buf[:, : self._pos]), axis=1)
                 out.append(
                     Window(self._sensor or "", end_t - (size - 1) / self._rate, end_t, data, self._rate,

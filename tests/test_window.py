@@ -1,0 +1,113 @@
+"""The windower: resampling, ring buffer, hops, gaps, late samples, sensor bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeflow.errors import FlowValidationError
+from edgeflow.metrics import flow_stats, reset_stats
+from edgeflow.operators.window import SensorWindows, WindowConfig
+from edgeflow.records import DeadLetter, Sample, Window
+
+
+def _state(cfg: WindowConfig, admitted: set[str] | None = None, name: str = "t-win") -> SensorWindows:
+    return SensorWindows("win", cfg, 1, set() if admitted is None else admitted, reset_stats(name))
+
+
+def _samples(times: np.ndarray, values: np.ndarray, sensor: str = "s") -> list[Sample]:
+    return [Sample(float(t), sensor, (float(v),), 20, 0) for t, v in zip(times, values, strict=True)]
+
+
+def _windows(out: list[object]) -> list[Window]:
+    return [w for w in out if isinstance(w, Window)]
+
+
+def test_irregular_samples_of_a_line_are_resampled_exactly() -> None:
+    rng = np.random.default_rng(1)
+    t = np.cumsum(rng.uniform(0.008, 0.012, 400))  # ~100 Hz with jitter
+    cfg = WindowConfig(rate_hz=100, size=50, hop=25, max_gap_s=0.05)
+    wins = _windows(_state(cfg).on_batch(_samples(t, 3.0 * t + 1.0)))
+    assert len(wins) > 10
+    for w in wins:
+        grid = w.start + np.arange(50) / 100.0
+        np.testing.assert_allclose(w.data[0], 3.0 * grid + 1.0, rtol=1e-5)
+        assert w.end - w.start == pytest.approx(49 / 100.0)
+
+
+def test_hop_and_size_in_points_and_same_result_for_any_batching() -> None:
+    t = np.arange(1000) / 50.0
+    v = np.sin(t)
+    cfg = WindowConfig(rate_hz=50, size=64, hop=16, max_gap_s=1.0)
+    whole = _windows(_state(cfg).on_batch(_samples(t, v)))
+    state = _state(cfg)
+    pieces: list[Window] = []
+    for i in range(0, 1000, 7):
+        pieces += _windows(state.on_batch(_samples(t[i : i + 7], v[i : i + 7])))
+    assert len(whole) == (1000 - 64) // 16 + 1
+    assert [w.end for w in whole] == [w.end for w in pieces]
+    for a, b in zip(whole, pieces, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+    assert np.diff([w.end for w in whole]) == pytest.approx(16 / 50.0)
+
+
+def test_time_window_equals_count_window_on_the_grid() -> None:
+    assert WindowConfig(rate_hz=500, duration_s=0.512, hop_s=0.128).points == (256, 64)
+
+
+def test_gap_resets_the_window_and_is_counted() -> None:
+    t = np.concatenate([np.arange(100), np.arange(150, 250)]) / 100.0  # 0.5 s silence
+    stats_name = "t-gap"
+    state = _state(WindowConfig(rate_hz=100, size=40, hop=40, max_gap_s=0.1), name=stats_name)
+    wins = _windows(state.on_batch(_samples(t, np.ones_like(t))))
+    assert flow_stats(stats_name).gaps == 1
+    assert [round(w.start, 2) for w in wins] == [0.0, 0.4, 1.5, 1.9]  # no window spans the gap
+
+
+def test_late_and_duplicate_samples_become_dead_letters() -> None:
+    state = _state(WindowConfig(rate_hz=10, size=4, hop=4, max_gap_s=1.0), name="t-late")
+    samples = _samples(np.array([0.0, 0.1, 0.1, 0.05, 0.2]), np.zeros(5))
+    out = state.on_batch(samples)
+    dead = [d for d in out if isinstance(d, DeadLetter)]
+    assert len(dead) == 2
+    assert all("late sample" in d.reason and d.step_id == "win" for d in dead)
+    assert flow_stats("t-late").late == 2
+
+
+def test_sensor_bound_sends_extra_sensors_to_dead_letters() -> None:
+    cfg = WindowConfig(rate_hz=10, size=4, hop=4, max_sensors=2)
+    admitted: set[str] = set()
+    for name in ("a", "b"):
+        assert not any(isinstance(x, DeadLetter) for x in _state(cfg, admitted).on_batch(_samples(np.array([0.0]), np.zeros(1), name)))
+    out = _state(cfg, admitted).on_batch(_samples(np.array([0.0]), np.zeros(1), "c"))
+    assert isinstance(out[0], DeadLetter) and "max_sensors=2" in out[0].reason
+
+
+def test_memory_per_sensor_is_bounded_by_the_window() -> None:
+    state = _state(WindowConfig(rate_hz=1000, size=128, hop=32, max_gap_s=1.0))
+    t = np.arange(20_000) / 1000.0
+    state.on_batch(_samples(t, np.sin(t)))
+    assert state._buf.nbytes == 128 * 4
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "message"),
+    [
+        ({"rate_hz": 100, "size": 0}, "size", "greater than 0"),
+        ({"rate_hz": 100, "size": 10, "hop": 20}, None, "hop must be between 1 and the window size 10"),
+        ({"rate_hz": 100}, None, "either size"),
+        ({"rate_hz": -1, "size": 10}, "rate_hz", "greater than 0"),
+        ({"rate_hz": 100, "size": 10, "max_gap_s": 0.001}, None, "shorter than one sample period"),
+    ],
+)
+def test_bad_settings_name_the_step_and_field(settings: dict[str, float], field: str | None, message: str) -> None:
+    import edgeflow.operators as eo
+    from edgeflow import Flow
+
+    s = eo.replay("samples", Flow("bad"), "examples/data/pump_vibration.csv")
+    with pytest.raises(FlowValidationError, match=message) as info:
+        eo.window("win", s, **settings)  # type: ignore[arg-type]
+    assert info.value.step_id == "win"
+    assert str(info.value).startswith("step 'win'")
+    if field:
+        assert info.value.field == field
