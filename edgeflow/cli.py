@@ -26,7 +26,7 @@ __all__ = ["app", "main"]
 EXIT_RUN_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED = 1, 3, 4
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream-processing dataflows for edge gateways.")
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 FlowArg = Annotated[str, typer.Argument(help="Flow file, optionally FILE.py:NAME or FILE.py:factory(arg=...)")]
 

@@ -16,6 +16,7 @@ carries an engine-neutral implementation:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
@@ -153,7 +154,11 @@ def build_config(step_id: str, model: type[BaseModel], **settings: Any) -> Any:
         return model(**settings)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(part) for part in first["loc"]) or None
-        raise FlowValidationError(
-            step_id, loc, first.get("input"), first["msg"], hint=f"see the settings of {model.__name__}"
-        ) from None
+        field, value, problem = ".".join(str(part) for part in first["loc"]) or None, first.get("input"), first["msg"]
+        if field is None and (named := _FIELD_IN_MESSAGE.match(problem)):  # a cross-field check names its field
+            field, problem = named.group(1), named.group(2)
+            value = settings.get(field)
+        raise FlowValidationError(step_id, field, value, problem, hint=f"see the settings of {model.__name__}") from None
+
+
+_FIELD_IN_MESSAGE = re.compile(r"^Value error, (\w+): (.*)$", re.DOTALL)

@@ -46,17 +46,17 @@ class WindowConfig(BaseModel):
     @model_validator(mode="after")
     def _one_kind_of_window(self) -> WindowConfig:
         if (self.size is None) == (self.duration_s is None):
-            msg = "give either size (samples) or duration_s (seconds), not both or neither"
+            msg = "size: give either size (samples) or duration_s (seconds), not both or neither"
             raise ValueError(msg)
         size, hop = self.points
         if size < 2:
-            msg = f"a window needs at least 2 points, got {size}"
+            msg = f"size: a window needs at least 2 points, got {size}"
             raise ValueError(msg)
         if not 1 <= hop <= size:
-            msg = f"hop must be between 1 and the window size {size}, got {hop}"
+            msg = f"hop: must be between 1 and the window size {size}, got {hop}"
             raise ValueError(msg)
         if self.max_gap_s * self.rate_hz < 1:
-            msg = f"max_gap_s={self.max_gap_s} is shorter than one sample period at {self.rate_hz} Hz"
+            msg = f"max_gap_s: {self.max_gap_s} s is shorter than one sample period at {self.rate_hz} Hz"
             raise ValueError(msg)
         return self
 
