@@ -27,8 +27,10 @@ _OPERATOR = '''"""A custom stateless operator: convert acceleration samples from
 
 from pydantic import BaseModel, ConfigDict
 
+from dataclasses import replace
+
 from edgeflow import FlowValidationError, Schema, Step, Stream, build_config
-from edgeflow.records import Sample
+from edgeflow.records import SampleBlock
 
 G = 9.80665
 
@@ -39,7 +41,7 @@ class UnitsConfig(BaseModel):
 
 
 def g_to_ms2(step_id: str, up: Stream, *, factor: float = G) -> Stream:
-    """Multiply every sample value by *factor* (stateless, so the compiler may fuse it)."""
+    """Multiply every sample value by *factor* (stateless; samples arrive as per-sensor blocks of arrays)."""
     cfg = build_config(step_id, UnitsConfig, factor=factor)
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
@@ -47,8 +49,8 @@ def g_to_ms2(step_id: str, up: Stream, *, factor: float = G) -> Stream:
             raise FlowValidationError(step_id, "up", inputs[0].kind, "g_to_ms2 takes samples")
         return inputs[0]
 
-    def convert(sample: Sample) -> Sample:
-        return sample._replace(values=tuple(v * cfg.factor for v in sample.values))
+    def convert(block: SampleBlock) -> SampleBlock:
+        return replace(block, values=block.values * cfg.factor)
 
     return up.flow.add_step(Step(step_id, "g_to_ms2", "map", (up.step_id,), cfg, schema=schema, fn=convert))
 '''
@@ -97,9 +99,9 @@ def scaffold(directory: Path) -> list[Path]:
     """Create a project in *directory* (which must not exist or be empty); return the files written.
 
     >>> import tempfile
-    >>> files = scaffold(Path(tempfile.mkdtemp()) / "plant")
-    >>> sorted(p.name for p in files)[:3]
-    ['README.md', '__init__.py', 'example.py']
+    >>> root = Path(tempfile.mkdtemp()) / "plant"
+    >>> sorted(str(p.relative_to(root)) for p in scaffold(root))[:3]
+    ['README.md', 'data/recording.csv', 'flows/example.py']
     """
     if directory.exists() and any(directory.iterdir()):
         msg = f"{directory} exists and is not empty"

@@ -16,7 +16,8 @@ def map(step_id: str, up: Stream, fn: Callable[[Any], Any]) -> Stream:  # noqa: 
     >>> from edgeflow import Flow
     >>> import edgeflow.operators as eo
     >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
-    >>> doubled = map("double", s, lambda sample: sample._replace(values=(2 * sample.values[0],)))
+    >>> from dataclasses import replace
+    >>> doubled = map("double", s, lambda block: replace(block, values=2 * block.values))
     """
     return up.flow.add_step(Step(step_id, "map", "map", (up.step_id,), fn=fn))
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_va
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, Stream, build_config
 from edgeflow.metrics import FlowStats, flow_stats
-from edgeflow.records import DeadLetter, Sample, Window
+from edgeflow.records import DeadLetter, Sample, SampleBlock, Window
 
 __all__ = ["SensorWindows", "WindowConfig", "window"]
 
@@ -111,33 +111,34 @@ class SensorWindows:
         else:
             self._admitted.add(sensor)
 
-    def on_batch(self, samples: list[Sample]) -> list[Any]:
-        """Take one sensor's samples in arrival order; return windows and dead letters."""
+    def on_batch(self, items: list[Sample | SampleBlock]) -> list[Any]:
+        """Take one sensor's samples (single or in blocks) in arrival order; return windows and dead letters."""
+        block = SampleBlock.of(items)
         if self._sensor is None:
-            self._admit(samples[0].sensor)
+            self._admit(block.sensor)
         if self._rejected:
             reason = f"sensor limit reached: max_sensors={self._cfg.max_sensors}"
-            return [DeadLetter(self._step_id, reason, repr(s), s.sensor) for s in samples]
+            return [DeadLetter(self._step_id, reason, self._describe(block, i), block.sensor) for i in range(len(block))]
         out: list[Any] = []
-        t = np.fromiter((s.ts for s in samples), dtype=np.float64, count=len(samples))
+        t = block.ts
         seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
         late = t <= seen
         if late.any():
             for i in np.flatnonzero(late):
                 reason = f"late sample: ts {t[i]!r} is not after the sensor's newest {seen[i]!r}"
-                out.append(DeadLetter(self._step_id, reason, repr(samples[i]), samples[i].sensor))
+                out.append(DeadLetter(self._step_id, reason, self._describe(block, i), block.sensor))
             self._stats.add(late=int(late.sum()))
-            samples = [s for s, is_late in zip(samples, late, strict=True) if not is_late]
-            t = t[~late]
-            if not samples:
+            block = block.take(~late)
+            t = block.ts
+            if not len(block):
                 return out
-        v = np.array([s.values for s in samples], dtype=np.float64).T
+        v = block.values.T
         # raw samples and bytes are attributed to the first window ending at or after them,
         # so summaries do not depend on how the input was batched
         self._batch_t = t
-        self._batch_bytes = np.concatenate(([0], np.cumsum([s.nbytes for s in samples])))
+        self._batch_bytes = np.concatenate(([0], np.cumsum(block.nbytes)))
         self._attributed = 0
-        t_in = samples[-1].t_in
+        t_in = block.t_in
         breaks = np.flatnonzero(np.diff(np.concatenate(([self._last_t], t))) > self._cfg.max_gap_s)
         bounds = [*breaks.tolist(), len(t)]
         start = 0
@@ -151,6 +152,10 @@ class SensorWindows:
         self._raw_bytes += int(self._batch_bytes[-1] - self._batch_bytes[self._attributed])
         self._stats.add(windows=sum(type(item) is Window for item in out))
         return out
+
+    @staticmethod
+    def _describe(block: SampleBlock, i: int) -> str:
+        return repr(Sample(float(block.ts[i]), block.sensor, tuple(block.values[i].tolist()), int(block.nbytes[i]), 0))
 
     def _reset(self, t0: float, v0: np.ndarray) -> None:
         if self._last_t != -math.inf:
