@@ -8,6 +8,7 @@
 from edgeflow.operators.custom import filter, map  # noqa: A004
 from edgeflow.operators.detect import ewma_detector, zscore_detector
 from edgeflow.operators.features import features
+from edgeflow.operators.mqtt import mqtt_sink, mqtt_source
 from edgeflow.operators.output import jsonl, output, stdout
 from edgeflow.operators.replay import replay
 from edgeflow.operators.summarize import summarize
@@ -19,6 +20,8 @@ __all__ = [
     "filter",
     "jsonl",
     "map",
+    "mqtt_sink",
+    "mqtt_source",
     "output",
     "replay",
     "stdout",

@@ -1,0 +1,3 @@
+"""MQTT in and out."""
+
+__all__: list[str] = []

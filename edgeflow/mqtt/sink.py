@@ -1,0 +1,235 @@
+"""The MQTT sink with store-and-forward.
+
+Every outgoing message is first committed to the outbox (:class:`~edgeflow.mqtt.spool.Spool`,
+SQLite WAL on disk, or memory), then published while the broker is connected,
+at most ``max_inflight`` unacknowledged at a time, and deleted from the outbox
+only when the broker acknowledges it (PUBACK for QoS 1; written to the socket
+for QoS 0). While the broker is away the outbox grows up to ``capacity``; when
+it returns the backlog drains in order (alerts first with ``alerts_first``),
+before newer messages. A file outbox survives a restart and drains on the next
+start. Delivery is at least once: a message in flight when the process stops
+is sent again after the restart.
+
+The worker publishes directly when it can (lowest latency); a forwarder thread
+drains the backlog after reconnects and acknowledgements. paho callbacks only
+enqueue acknowledgements, so no lock of ours is ever awaited inside paho.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
+
+from edgeflow.metrics import FlowStats, flow_stats
+from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
+from edgeflow.mqtt.spool import OverflowPolicy, Spool
+from edgeflow.mqtt.topics import TopicTemplate
+from edgeflow.records import Scored
+from edgeflow.sinks import to_json, worker_path
+
+__all__ = ["MqttSink", "MqttSinkConfig", "MqttSinkPartition"]
+
+_log = logging.getLogger("edgeflow.mqtt")
+_TOPIC_FIELDS = {"flow", "sensor", "kind", "step"}
+
+
+class MqttSinkConfig(BaseModel):
+    """Settings of :func:`edgeflow.operators.mqtt_sink`.
+
+    >>> MqttSinkConfig(topic="gw/{sensor}/summary").qos
+    1
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    topic: str = "edgeflow/{flow}/{sensor}/{kind}"
+    """Topic template over ``{flow}``, ``{sensor}``, ``{kind}`` (``summary`` or ``alert``) and ``{step}``."""
+    alert_topic: str | None = None
+    """Topic template for alerts (items with ``anomaly: true``); default: *topic*."""
+    qos: int = Field(default=1, ge=0, le=1)
+    retain: bool = False
+    spool: Path | None = None
+    """Outbox file (SQLite); ``None`` keeps it in memory (lost on exit)."""
+    capacity: PositiveInt = 100_000
+    """Messages the outbox holds."""
+    overflow: OverflowPolicy = "drop_oldest"
+    alerts_first: bool = False
+    """Drain alerts before routine messages after an outage (breaks strict order between them)."""
+    max_inflight: PositiveInt = Field(default=100, le=65_535)
+    drain_timeout_s: NonNegativeFloat = 5.0
+    """At the end of input, how long to wait for the outbox to empty before leaving the rest on disk."""
+    client_id: str | None = None
+    check_broker: bool | None = None
+    """Fail at compile time when no broker answers; default: only without a *spool* file."""
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+
+    @field_validator("topic", "alert_topic")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        tpl = TopicTemplate(value, key="{topic}")
+        unknown = set(tpl.fields) - _TOPIC_FIELDS
+        if unknown or "+" in value or "#" in value:
+            msg = f"topic {value!r}: levels may be literal or one of {{{'}, {'.join(sorted(_TOPIC_FIELDS))}}}"
+            raise ValueError(msg)
+        return value
+
+
+def _is_alert(record: dict[str, Any]) -> bool:
+    return record.get("anomaly") is True
+
+
+def _t_in(item: Any) -> int | None:
+    if isinstance(item, Scored):
+        return item.window.t_in
+    return getattr(item, "t_in", None)
+
+
+class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
+    """One worker's MQTT connection and outbox."""
+
+    def __init__(self, step_id: str, cfg: MqttSinkConfig, flow_name: str, spool: str, client_id: str) -> None:
+        self._cfg = cfg
+        self._step_id = step_id
+        self._flow = flow_name
+        self._stats: FlowStats = flow_stats(flow_name)
+        self._topic = TopicTemplate(cfg.topic, key="{topic}")
+        self._alert_topic = TopicTemplate(cfg.alert_topic or cfg.topic, key="{topic}")
+        self._topics: dict[tuple[str, bool], str] = {}
+        self._spool = Spool(spool, cfg.capacity, cfg.overflow, alerts_first=cfg.alerts_first)
+        if len(self._spool):
+            self._stats.count("mqtt.sink_backlog_at_start", len(self._spool))
+            _log.info("%s: %d messages waiting in %s from a previous run", step_id, len(self._spool), spool)
+        self._pump_lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq; under _pump_lock
+        self._acked: deque[int] = deque()  # mids, appended by paho's thread
+        self._connected = False
+        self._closing = False
+        self._wake = threading.Event()
+        self._client = make_client(cfg.broker, client_id)
+        self._client.max_inflight_messages_set(cfg.max_inflight)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        connect_async(self._client, cfg.broker)
+        self._forwarder = threading.Thread(target=self._forward, name=f"edgeflow-mqtt-sink-{step_id}", daemon=True)
+        self._forwarder.start()
+
+    # paho network thread: never takes our locks --------------------------
+    def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        if reason_code.is_failure:
+            self._stats.count("mqtt.connect_refused")
+            _log.warning("%s: broker %s refused: %s", self._step_id, self._cfg.broker.address, reason_code)
+            return
+        self._connected = True
+        self._wake.set()
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        if self._connected:
+            self._stats.count("mqtt.sink_disconnects")
+        self._connected = False
+
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason_code: Any, _props: Any) -> None:
+        self._acked.append(mid)
+        self._wake.set()
+
+    # worker and forwarder ------------------------------------------------
+    def _topic_for(self, sensor: str, alert: bool) -> str:
+        topic = self._topics.get((sensor, alert))
+        if topic is None:
+            tpl = self._alert_topic if alert else self._topic
+            kind = "alert" if alert else "summary"
+            fields = {"flow": self._flow, "sensor": sensor, "kind": kind, "step": self._step_id}
+            topic = self._topics[(sensor, alert)] = tpl.render(fields)
+        return topic
+
+    def write_batch(self, items: list[tuple[str, Any]]) -> None:
+        now = time.perf_counter_ns()
+        rows = []
+        nbytes = 0
+        for key, item in items:
+            record = to_json(item)
+            alert = _is_alert(record)
+            payload = json.dumps(record, separators=(",", ":")).encode()
+            nbytes += len(payload)
+            rows.append((self._topic_for(str(record.get("sensor", key)), alert), payload, self._cfg.qos,
+                         self._cfg.retain, int(alert)))
+            t_in = _t_in(item)
+            if t_in:
+                self._stats.latency.record(now - t_in)
+        dropped = self._spool.put(rows)
+        if dropped:
+            self._stats.count("mqtt.sink_dropped", dropped)
+        self._stats.add(items_out=len(items), bytes_out=nbytes)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Settle acknowledgements, then publish the next rows in drain order while connected."""
+        with self._pump_lock:
+            done = []
+            while self._acked:
+                seq = self._inflight.pop(self._acked.popleft(), None)
+                if seq is not None:
+                    done.append(seq)
+            if done:
+                self._spool.ack(done)
+                self._stats.count("mqtt.sink_delivered", len(done))
+            room = self._cfg.max_inflight - len(self._inflight)
+            if not self._connected or room <= 0 or len(self._spool) <= len(self._inflight):
+                return
+            for row in self._spool.next_rows(room, skip=set(self._inflight.values())):
+                info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                if info.rc != 0 and row.qos == 0:  # not sent and not queued by paho: retry later
+                    break
+                # QoS 1 without a connection stays queued in paho and is sent on reconnect
+                self._inflight[info.mid] = row.seq
+
+    def _forward(self) -> None:
+        while not self._closing:
+            self._wake.wait(0.1)
+            self._wake.clear()
+            try:
+                self._pump()
+            except Exception:  # keep forwarding; the outbox still holds everything
+                _log.exception("%s: forwarding failed", self._step_id)
+
+    def close(self) -> None:
+        deadline = time.monotonic() + self._cfg.drain_timeout_s
+        while len(self._spool) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.005)
+        self._closing = True
+        self._wake.set()
+        self._forwarder.join(timeout=2.0)
+        self._pump()  # settle late acknowledgements
+        left = len(self._spool)
+        if left:
+            self._stats.count("mqtt.sink_left_in_spool", left)
+            _log.warning("%s: %d messages left in the outbox %s", self._step_id, left, self._spool.path)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._spool.close()
+
+
+class MqttSink(DynamicSink[tuple[str, Any]]):
+    """bytewax sink publishing each item as JSON; one connection and outbox per worker."""
+
+    def __init__(self, step_id: str, cfg: MqttSinkConfig, flow_name: str) -> None:
+        self.step_id = step_id
+        self.cfg = cfg
+        self.flow_name = flow_name
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> MqttSinkPartition:
+        spool = ":memory:" if self.cfg.spool is None else str(worker_path(self.cfg.spool, worker_index, worker_count))
+        client_id = self.cfg.client_id or f"edgeflow-{self.flow_name}-{self.step_id}-w{worker_index}-{unique_suffix()}"
+        return MqttSinkPartition(self.step_id, self.cfg, self.flow_name, spool, client_id)

@@ -1,0 +1,259 @@
+"""The MQTT source: paho's network thread -> bounded hand-off queue -> ``next_batch`` on the worker.
+
+Messages are decoded on the worker (the network thread only enqueues), each
+sample keyed by the sensor its topic maps to. ``t_in`` is the time the message
+reached the hand-off queue, so latency includes any queueing. A live source has
+no natural end; it stops when any of its stop conditions holds:
+
+* ``eos_topic``: a message on this topic (published after the data, same QoS,
+  by the same publisher) ends the stream once everything before it is handed on;
+* ``idle_timeout_s``: no message for this long (counted from the start too);
+* ``max_samples``: this many samples were emitted.
+
+Without any of them the flow runs until it is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, NamedTuple
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from edgeflow.metrics import FlowStats, flow_stats
+from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
+from edgeflow.mqtt.codecs import CodecName, PayloadError, make_codec
+from edgeflow.mqtt.handoff import HandOff, OverloadPolicy
+from edgeflow.mqtt.topics import TopicTemplate, check_filter, check_topic
+from edgeflow.records import DeadLetter, Sample
+
+__all__ = ["MqttSource", "MqttSourceConfig", "MqttSourcePartition"]
+
+_log = logging.getLogger("edgeflow.mqtt")
+_DEAD_KEY = "_dead_letter"
+_PAYLOAD_SHOWN = 512
+
+
+class MqttSourceConfig(BaseModel):
+    """Settings of :func:`edgeflow.operators.mqtt_source`.
+
+    >>> cfg = MqttSourceConfig(template="plant/{line}/{sensor}/accel", channels=("accel",))
+    >>> cfg.filters, cfg.qos, cfg.overload
+    (('plant/+/+/accel',), 1, 'block')
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    template: str = "sensors/{sensor}"
+    """Topic template; its ``{sensor}`` level (or *key*) gives the sensor key."""
+    key: str | None = None
+    """Sensor key as a format string over the template's levels, e.g. ``"{line}/{sensor}"``."""
+    topics: tuple[str, ...] = ()
+    """Subscription filters; default: the template's filter."""
+    channels: tuple[str, ...] = Field(default=("value",), min_length=1)
+    codec: CodecName = "json"
+    rate_hz: PositiveFloat | None = None
+    """Sample rate for the ``f32`` codec when the message does not carry it."""
+    value_range: tuple[float, float] | None = None
+    """Values outside ``[lo, hi]`` make the payload a dead letter."""
+    qos: int = Field(default=1, ge=0, le=1)
+    clean_session: bool = True
+    """``False``: a persistent session; the broker keeps QoS 1 messages while the flow is down."""
+    session_expiry_s: int = Field(default=3600, ge=0)
+    """How long the broker keeps a persistent session (MQTT v5)."""
+    client_id: str | None = None
+    """Default: ``edgeflow-<flow>-<step>``, plus a random suffix for clean sessions."""
+    queue_size: PositiveInt = 10_000
+    """Messages the hand-off queue holds."""
+    overload: OverloadPolicy = "block"
+    block_timeout_s: PositiveFloat = 1.0
+    """With ``overload="block"``: longest wait for room before dropping the oldest message."""
+    batch_size: PositiveInt = Field(default=1024, le=65_536)
+    """Messages handed to the flow per ``next_batch``."""
+    eos_topic: str | None = None
+    idle_timeout_s: PositiveFloat | None = None
+    max_samples: PositiveInt | None = None
+    dead_letter_topic: str | None = None
+    """Also publish each dead letter (JSON, QoS 0) on this topic."""
+    check_broker: bool = True
+    """Fail at compile time when no broker answers (``edgeflow run`` fails fast)."""
+    connect_timeout_s: PositiveFloat = 3.0
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSourceConfig:
+        tpl = TopicTemplate(self.template, self.key)  # raises ValueError with the reason
+        for f in self.topics:
+            check_filter(f)
+        for name in ("eos_topic", "dead_letter_topic"):
+            value = getattr(self, name)
+            if value is not None:
+                check_topic(value)
+        if self.eos_topic is not None and tpl.match(self.eos_topic) is not None:
+            msg = f"eos_topic {self.eos_topic!r} fits the data template {self.template!r}; pick a topic outside it"
+            raise ValueError(msg)
+        if self.overload == "block" and self.block_timeout_s * 2 >= self.broker.keepalive_s:
+            msg = (
+                f"block_timeout_s={self.block_timeout_s} must be under half the keepalive "
+                f"({self.broker.keepalive_s} s) or the broker drops the connection"
+            )
+            raise ValueError(msg)
+        if self.codec == "f32" and self.rate_hz is None and "rate_hz" not in tpl.fields:
+            _log.debug("f32 codec without rate_hz: every message must carry a rate_hz user property")
+        return self
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """The subscription filters in use."""
+        return self.topics or (TopicTemplate(self.template, self.key).filter,)
+
+
+class _Message(NamedTuple):
+    topic: str
+    payload: bytes
+    props: dict[str, str] | None
+    t_in: int
+
+
+def _user_props(message: Any) -> dict[str, str] | None:
+    props = getattr(message, "properties", None)
+    pairs = getattr(props, "UserProperty", None) if props is not None else None
+    return dict(pairs) if pairs else None
+
+
+class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
+    """One MQTT subscription; ``next_batch`` hands on what arrived and never waits."""
+
+    def __init__(self, step_id: str, cfg: MqttSourceConfig, flow_name: str) -> None:
+        self._step_id = step_id
+        self._cfg = cfg
+        self._stats: FlowStats = flow_stats(flow_name)
+        self._template = TopicTemplate(cfg.template, cfg.key)
+        self._codec = make_codec(cfg.codec, cfg.channels, cfg.value_range, cfg.rate_hz)
+        self._needs_fields = cfg.codec == "f32"
+        self._filters = cfg.filters
+        self._queue: HandOff[_Message] = HandOff(cfg.queue_size, cfg.overload, cfg.block_timeout_s)
+        self._reported = {"dropped": 0, "blocked": 0}
+        self._emitted = 0
+        self._eos = False
+        self._started = self._last_message = time.monotonic()
+        self._connects = 0
+        client_id = cfg.client_id or f"edgeflow-{flow_name}-{step_id}"
+        if cfg.client_id is None and cfg.clean_session:
+            client_id += f"-{unique_suffix()}"
+        self._client = make_client(cfg.broker, client_id, clean_session=cfg.clean_session)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        connect_async(self._client, cfg.broker, clean_session=cfg.clean_session, session_expiry_s=cfg.session_expiry_s)
+
+    # paho network thread -------------------------------------------------
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        if reason_code.is_failure:
+            self._stats.count("mqtt.connect_refused")
+            _log.warning("%s: broker %s refused: %s", self._step_id, self._cfg.broker.address, reason_code)
+            return
+        self._connects += 1
+        if self._connects > 1:
+            self._stats.count("mqtt.reconnects")
+        subs = [(f, self._cfg.qos) for f in self._filters]
+        if self._cfg.eos_topic is not None:
+            subs.append((self._cfg.eos_topic, self._cfg.qos))
+        client.subscribe(subs)
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        self._stats.count("mqtt.disconnects")
+        _log.info("%s: disconnected from %s: %s", self._step_id, self._cfg.broker.address, reason_code)
+
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        props = _user_props(message) if self._needs_fields else None
+        self._queue.put(_Message(message.topic, message.payload, props, time.perf_counter_ns()))
+
+    # worker --------------------------------------------------------------
+    def _dead(self, reason: str, message: _Message, sensor: str = _DEAD_KEY) -> tuple[str, DeadLetter]:
+        text = message.payload[:_PAYLOAD_SHOWN].decode("utf-8", errors="backslashreplace")
+        letter = DeadLetter(self._step_id, f"topic {message.topic!r}: {reason}", text, sensor)
+        if self._cfg.dead_letter_topic is not None:
+            self._client.publish(self._cfg.dead_letter_topic, json.dumps(letter.to_json()), qos=0)
+        return (_DEAD_KEY, letter)
+
+    def _report_queue(self) -> None:
+        for name in ("dropped", "blocked"):
+            now = getattr(self._queue, name)
+            if now != self._reported[name]:
+                self._stats.count(f"mqtt.{name}", now - self._reported[name])
+                self._reported[name] = now
+
+    def _finished(self) -> bool:
+        cfg = self._cfg
+        if self._eos or (cfg.max_samples is not None and self._emitted >= cfg.max_samples):
+            return True
+        return cfg.idle_timeout_s is not None and time.monotonic() - self._last_message > cfg.idle_timeout_s
+
+    def next_batch(self) -> list[tuple[str, Any]]:
+        messages = self._queue.take(self._cfg.batch_size)
+        self._report_queue()
+        if not messages:
+            if self._finished():
+                raise StopIteration
+            return []
+        self._last_message = time.monotonic()
+        out: list[tuple[str, Any]] = []
+        eos, limit = self._cfg.eos_topic, self._cfg.max_samples
+        n = nbytes = 0
+        for i, message in enumerate(messages):
+            if self._eos or (limit is not None and self._emitted + n >= limit):
+                self._stats.count("mqtt.after_end", len(messages) - i)
+                break
+            if message.topic == eos:
+                self._eos = True
+                continue
+            key = self._template.sensor_key(message.topic)
+            if key is None:
+                out.append(self._dead(f"does not fit the template {self._cfg.template!r}", message))
+                continue
+            fields = self._template.match(message.topic) if self._needs_fields else None
+            try:
+                samples = self._codec.decode(message.payload, fields, message.props)
+            except PayloadError as exc:
+                out.append(self._dead(str(exc), message, key))
+                continue
+            if limit is not None:
+                samples = samples[: limit - self._emitted - n]
+            size = len(message.payload)
+            share, extra = divmod(size, len(samples))
+            for j, (ts, values) in enumerate(samples):
+                out.append((key, Sample(ts, key, values, share + (extra if j == 0 else 0), message.t_in)))
+            n += len(samples)
+            nbytes += size
+        self._emitted += n
+        self._stats.add(samples_in=n, bytes_in=nbytes)
+        self._stats.count("mqtt.messages", len(messages))
+        return out
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self._report_queue()
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class MqttSource(FixedPartitionedSource[tuple[str, Any], None]):
+    """bytewax source for one MQTT subscription, read by one worker (one partition)."""
+
+    def __init__(self, step_id: str, cfg: MqttSourceConfig, flow_name: str) -> None:
+        self.step_id = step_id
+        self.cfg = cfg
+        self.flow_name = flow_name
+
+    def list_parts(self) -> list[str]:
+        return ["mqtt"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> MqttSourcePartition:
+        return MqttSourcePartition(self.step_id, self.cfg, self.flow_name)
+

@@ -1,0 +1,137 @@
+"""A bounded, ordered outbox on disk (SQLite in WAL mode) for store-and-forward.
+
+Rows keep their insertion order (``AUTOINCREMENT`` never reuses a sequence
+number, even across restarts) and a priority: with ``alerts_first`` the
+drain order is alerts first, then everything else, each in insertion order.
+When full, ``"drop_oldest"`` deletes the oldest routine rows (then the oldest
+alerts) to make room and ``"drop_newest"`` refuses the new rows; both report
+how many were dropped.
+
+>>> spool = Spool(":memory:", capacity=2, overflow="drop_oldest")
+>>> spool.put([("t", b"1", 1, False, 0), ("t", b"2", 1, False, 0), ("t", b"3", 1, False, 0)])
+1
+>>> [row.payload for row in spool.next_rows(10)]
+[b'2', b'3']
+>>> spool.ack([row.seq for row in spool.next_rows(1)]); len(spool)
+1
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+__all__ = ["OverflowPolicy", "Spool", "SpoolRow"]
+
+OverflowPolicy = Literal["drop_oldest", "drop_newest"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    prio INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (prio DESC, seq);
+"""
+
+
+class SpoolRow(NamedTuple):
+    """One queued message."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Spool:
+    """The outbox; every method is thread-safe and commits before it returns.
+
+    *path* ``":memory:"`` keeps the queue in memory (store-and-forward within a run only).
+    """
+
+    def __init__(
+        self, path: str | Path, capacity: int, overflow: OverflowPolicy = "drop_oldest", *, alerts_first: bool = False
+    ) -> None:
+        self.path = str(path)
+        self.capacity = capacity
+        self.overflow = overflow
+        self._order = "prio DESC, seq" if alerts_first else "seq"
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._count: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def put(self, rows: Iterable[tuple[str, bytes, int, bool, int]]) -> int:
+        """Append ``(topic, payload, qos, retain, prio)`` rows in order; return how many messages were dropped."""
+        new = list(rows)
+        if not new:
+            return 0
+        with self._lock:
+            dropped = 0
+            excess = self._count + len(new) - self.capacity
+            if excess > 0:
+                if self.overflow == "drop_newest":
+                    keep = max(0, len(new) - excess)
+                    dropped, new = len(new) - keep, new[:keep]
+                else:
+                    if len(new) > self.capacity:
+                        dropped += len(new) - self.capacity
+                        new = new[-self.capacity :]
+                    excess = self._count + len(new) - self.capacity
+                    if excess > 0:
+                        cur = self._db.execute(
+                            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY prio, seq LIMIT ?)",
+                            (excess,),
+                        )
+                        self._count -= cur.rowcount
+                        dropped += cur.rowcount
+            if new:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO outbox (topic, payload, qos, retain, prio) VALUES (?, ?, ?, ?, ?)", new
+                )
+                self._db.execute("COMMIT")
+                self._count += len(new)
+            return dropped
+
+    def next_rows(self, limit: int, skip: Collection[int] = ()) -> list[SpoolRow]:
+        """Return the next *limit* rows in drain order, leaving out sequence numbers in *skip* (already in flight)."""
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT seq, topic, payload, qos, retain FROM outbox ORDER BY {self._order} LIMIT ?",
+                (limit + len(skip),),
+            )
+            rows = [SpoolRow(seq, topic, bytes(payload), qos, bool(retain)) for seq, topic, payload, qos, retain in cur]
+        return [row for row in rows if row.seq not in skip][:limit]
+
+    def ack(self, seqs: Collection[int]) -> None:
+        """Delete delivered rows."""
+        if not seqs:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            cur = self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self._db.execute("COMMIT")
+            self._count -= cur.rowcount
+
+    def __len__(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close the file."""
+        with self._lock:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
