@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -145,6 +146,27 @@ def parse_timestamp(text: str) -> float:
         msg = f"timestamp {text!r} has no timezone; add 'Z' or an offset like '+01:00'"
         raise ValueError(msg)
     return stamp.timestamp()
+
+
+def parse_timestamps(texts: Sequence[str]) -> np.ndarray:
+    """Parse many timestamps at once into float64 epoch seconds; raise ``ValueError`` if any is bad.
+
+    UTC ISO 8601 text (``...Z`` or ``...+00:00``) is parsed by numpy in C; other offsets and epoch
+    numbers one by one.
+
+    >>> parse_timestamps(["2026-03-02T08:00:00.5Z", "2026-03-02T08:00:01+00:00"]).tolist()
+    [1772438400.5, 1772438401.0]
+    """
+    if texts and all(t.endswith("Z") for t in texts):
+        stripped = [t[:-1] for t in texts]
+    elif texts and all(t.endswith("+00:00") for t in texts):
+        stripped = [t[:-6] for t in texts]
+    else:
+        return np.fromiter(map(parse_timestamp, texts), dtype=np.float64, count=len(texts))
+    if not all("T" in t for t in stripped):  # numpy would accept a bare date; keep the rule strict
+        return np.fromiter(map(parse_timestamp, texts), dtype=np.float64, count=len(texts))
+    micros = np.array(stripped, dtype="datetime64[us]").astype(np.int64)
+    return micros / 1e6
 
 
 def to_datetime(ts: float) -> datetime:

@@ -15,7 +15,8 @@ import io
 import json
 import math
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Flow, Schema, Step, Stream, build_config
 from edgeflow.metrics import flow_stats
-from edgeflow.records import DeadLetter, Sample, SampleBlock, parse_timestamp
+from edgeflow.records import DeadLetter, Sample, SampleBlock, parse_timestamp, parse_timestamps
 
 __all__ = ["ReplayConfig", "ReplaySource", "read_columns", "replay"]
 
@@ -69,52 +70,115 @@ def read_columns(path: Path) -> list[str]:
     return next(csv.reader([first]))
 
 
+@dataclass
+class _Chunk:
+    """Parsed rows in file order, as arrays."""
+
+    ts: np.ndarray
+    sensors: np.ndarray
+    values: np.ndarray
+    nbytes: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def split(self, n: int) -> tuple[_Chunk, _Chunk]:
+        head = _Chunk(self.ts[:n], self.sensors[:n], self.values[:n], self.nbytes[:n])
+        return head, _Chunk(self.ts[n:], self.sensors[n:], self.values[n:], self.nbytes[n:])
+
+    @classmethod
+    def of(cls, samples: list[Sample], channels: int) -> _Chunk:
+        return cls(
+            np.fromiter((s.ts for s in samples), dtype=np.float64, count=len(samples)),
+            np.array([s.sensor for s in samples], dtype=str),
+            np.array([s.values for s in samples], dtype=np.float64).reshape(len(samples), channels),
+            np.fromiter((s.nbytes for s in samples), dtype=np.int64, count=len(samples)),
+        )
+
+
 class _ReplayPartition(StatefulSourcePartition[tuple[str, Any], int]):
+    """Reads *batch_size* lines at a time, parses them vectorized (row by row only when some are bad)."""
+
     def __init__(self, step_id: str, cfg: ReplayConfig, values: tuple[str, ...], flow_name: str, resume: int | None):
         self._step_id = step_id
         self._cfg = cfg
         self._values = values
         self._stats = flow_stats(flow_name)
         self._file = _open(cfg.path)
+        self._jsonl = _is_jsonl(cfg.path)
         self._line = 0
-        self._rows = self._parse_rows()
-        self._pending: tuple[str, Any] | None = None
+        if not self._jsonl:
+            names = next(csv.reader([self._file.readline()]))
+            self._line = 1
+            self._ncols = len(names)
+            self._i_ts, self._i_sensor = names.index(cfg.time_column), names.index(cfg.sensor_column)
+            self._i_vals = [names.index(v) for v in values]
+        for _ in range(max(0, (resume or 0) - self._line)):
+            self._file.readline()
+            self._line += 1
+        self._chunk: _Chunk | None = None
+        self._eof = False
         self._t0_event: float | None = None
         self._t0_wall = 0.0
         self._next_awake: datetime | None = None
-        for _ in range(resume or 0):
-            next(self._rows, None)
 
-    def _parse_rows(self) -> Iterator[tuple[str, Any]]:
-        cfg = self._cfg
-        if _is_jsonl(cfg.path):
-            for raw in self._file:
-                self._line += 1
-                yield self._from_json(raw)
-        else:
-            header = self._file.readline()
-            self._line = 1
-            names = next(csv.reader([header]))
-            i_ts, i_sensor = names.index(cfg.time_column), names.index(cfg.sensor_column)
-            i_vals = [names.index(v) for v in self._values]
-            for row in csv.reader(self._file):
-                self._line += 1
-                yield self._from_fields(row, i_ts, i_sensor, i_vals)
+    # -- parsing ----------------------------------------------------------------------------
+    def _read(self) -> list[tuple[str, Any]]:
+        """Parse the next lines into ``self._chunk``; return dead letters found on the way."""
+        lines = list(islice(self._file, self._cfg.batch_size))
+        if not lines:
+            self._eof = True
+            return []
+        first_line = self._line + 1
+        self._line += len(lines)
+        if not self._jsonl:
+            chunk = self._parse_csv_fast(lines)
+            if chunk is not None:
+                self._chunk = chunk
+                return []
+        dead: list[tuple[str, Any]] = []
+        samples: list[Sample] = []
+        for n, raw in enumerate(lines, start=first_line):
+            item = self._from_json(raw, n) if self._jsonl else self._from_csv(raw, n)
+            if type(item) is Sample:
+                samples.append(item)
+            else:
+                dead.append(("_dead_letter", item))
+        self._chunk = _Chunk.of(samples, len(self._values))
+        return dead
 
-    def _dead(self, reason: str, raw: str) -> tuple[str, DeadLetter]:
-        return ("_dead_letter", DeadLetter(self._step_id, f"line {self._line}: {reason}", raw))
-
-    def _from_fields(self, row: list[str], i_ts: int, i_sensor: int, i_vals: list[int]) -> tuple[str, Any]:
-        nbytes = sum(map(len, row)) + len(row)
+    def _parse_csv_fast(self, lines: list[str]) -> _Chunk | None:
+        rows = list(csv.reader(lines))
+        if any(len(row) != self._ncols for row in rows):
+            return None
+        columns = list(zip(*rows, strict=True))
         try:
-            ts = parse_timestamp(row[i_ts])
-            sensor = row[i_sensor]
-            values = tuple(float(row[i]) for i in i_vals)
-        except (ValueError, IndexError) as exc:
-            return self._dead(str(exc), ",".join(row))
-        return self._check(ts, sensor, values, nbytes, ",".join(row))
+            ts = parse_timestamps(columns[self._i_ts])
+            values = np.array([columns[i] for i in self._i_vals], dtype=np.float64).T
+        except ValueError:
+            return None
+        sensors = np.array(columns[self._i_sensor], dtype=str)
+        if not np.isfinite(values).all() or (sensors == "").any():
+            return None
+        nbytes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        return _Chunk(ts, sensors, values, nbytes)
 
-    def _from_json(self, raw: str) -> tuple[str, Any]:
+    def _dead(self, line: int, reason: str, raw: str) -> DeadLetter:
+        return DeadLetter(self._step_id, f"line {line}: {reason}", raw.rstrip("\r\n"))
+
+    def _from_csv(self, raw: str, line: int) -> Sample | DeadLetter:
+        row = next(csv.reader([raw]), [])
+        try:
+            if len(row) != self._ncols:
+                msg = f"expected {self._ncols} columns, got {len(row)}"
+                raise ValueError(msg)
+            ts = parse_timestamp(row[self._i_ts])
+            values = tuple(float(row[i]) for i in self._i_vals)
+        except ValueError as exc:
+            return self._dead(line, str(exc), raw)
+        return self._check(ts, row[self._i_sensor], values, len(raw), raw, line)
+
+    def _from_json(self, raw: str, line: int) -> Sample | DeadLetter:
         cfg = self._cfg
         try:
             record = json.loads(raw)
@@ -123,67 +187,52 @@ class _ReplayPartition(StatefulSourcePartition[tuple[str, Any], int]):
             sensor = str(record[cfg.sensor_column])
             values = tuple(float(record[v]) for v in self._values)
         except (ValueError, KeyError, TypeError) as exc:
-            return self._dead(f"{type(exc).__name__}: {exc}", raw.rstrip("\n"))
-        return self._check(ts, sensor, values, len(raw), raw.rstrip("\n"))
+            return self._dead(line, f"{type(exc).__name__}: {exc}", raw)
+        return self._check(ts, sensor, values, len(raw), raw, line)
 
-    def _check(self, ts: float, sensor: str, values: tuple[float, ...], nbytes: int, raw: str) -> tuple[str, Any]:
+    def _check(
+        self, ts: float, sensor: str, values: tuple[float, ...], nbytes: int, raw: str, line: int
+    ) -> Sample | DeadLetter:
         if not sensor:
-            return self._dead("empty sensor id", raw)
+            return self._dead(line, "empty sensor id", raw)
         if not all(map(math.isfinite, values)):
-            return self._dead(f"non-finite value in {values}", raw)
-        return (sensor, Sample(ts, sensor, values, nbytes, 0))
+            return self._dead(line, f"non-finite value in {values}", raw)
+        return Sample(ts, sensor, values, nbytes, 0)
 
+    # -- bytewax ----------------------------------------------------------------------------
     def next_batch(self) -> list[tuple[str, Any]]:
-        speed = self._cfg.speed
-        batch: list[tuple[str, Any]] = []
-        if self._pending is not None:
-            batch.append(self._pending)
-            self._pending = None
-        deadline = None
-        if speed is not None:
-            deadline = time.monotonic()
-        for pair in self._rows:
-            value = pair[1]
-            if deadline is not None and type(value) is Sample:
-                if self._t0_event is None:
-                    self._t0_event, self._t0_wall = value.ts, deadline
-                due = self._t0_wall + (value.ts - self._t0_event) / speed  # type: ignore[operator]
-                if due > deadline:
-                    self._pending = pair
-                    self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=due - deadline)
-                    break
-            batch.append(pair)
-            if len(batch) >= self._cfg.batch_size:
-                break
-        else:
-            if not batch:
-                raise StopIteration
-        return self._blocks(batch)
-
-    def _blocks(self, batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        """Group a batch's samples into one :class:`SampleBlock` per sensor; dead letters pass as they are."""
-        t_in = time.perf_counter_ns()
-        groups: dict[str, list[Sample]] = {}
         out: list[tuple[str, Any]] = []
-        for key, value in batch:
-            if type(value) is Sample:
-                groups.setdefault(key, []).append(value)
-            else:
-                out.append((key, value))
-        n = nbytes = 0
-        for sensor, samples in groups.items():
-            sizes = np.fromiter((s.nbytes for s in samples), dtype=np.int64, count=len(samples))
-            block = SampleBlock(
-                sensor,
-                np.fromiter((s.ts for s in samples), dtype=np.float64, count=len(samples)),
-                np.array([s.values for s in samples], dtype=np.float64),
-                sizes,
-                t_in,
-            )
-            out.append((sensor, block))
-            n += len(samples)
-            nbytes += int(sizes.sum())
-        self._stats.add(samples_in=n, bytes_in=nbytes)
+        if self._chunk is None or not len(self._chunk):
+            out.extend(self._read())
+            if self._eof:
+                if out:
+                    return out
+                raise StopIteration
+        chunk = self._chunk
+        assert chunk is not None
+        take = len(chunk)
+        if self._cfg.speed is not None and take:
+            now = time.monotonic()
+            if self._t0_event is None:
+                self._t0_event, self._t0_wall = float(chunk.ts[0]), now
+            due = self._t0_wall + (chunk.ts - self._t0_event) / self._cfg.speed
+            take = int(np.searchsorted(due, now, side="right"))
+            if take < len(chunk):
+                self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=float(due[take]) - now)
+        head, self._chunk = chunk.split(take)
+        out.extend(self._blocks(head))
+        return out
+
+    def _blocks(self, chunk: _Chunk) -> list[tuple[str, Any]]:
+        """One :class:`SampleBlock` per sensor, in the chunk's order."""
+        if not len(chunk):
+            return []
+        t_in = time.perf_counter_ns()
+        out: list[tuple[str, Any]] = []
+        for sensor in dict.fromkeys(chunk.sensors.tolist()):
+            mask = chunk.sensors == sensor
+            out.append((sensor, SampleBlock(sensor, chunk.ts[mask], chunk.values[mask], chunk.nbytes[mask], t_in)))
+        self._stats.add(samples_in=len(chunk), bytes_in=int(chunk.nbytes.sum()))
         return out
 
     def next_awake(self) -> datetime | None:
