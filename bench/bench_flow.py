@@ -17,7 +17,6 @@ import math
 import statistics
 import sys
 import time
-from collections import deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,10 @@ from bytewax.testing import run_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import edgeflow.operators as eo  # noqa: E402
-from edgeflow import Flow  # noqa: E402
-from edgeflow.operators.output import SinkSpec  # noqa: E402
-from edgeflow.runtime import run  # noqa: E402
+import edgeflow.operators as eo
+from edgeflow import Flow
+from edgeflow.operators.output import SinkSpec
+from edgeflow.runtime import run
 
 RECORDING = Path(__file__).resolve().parent.parent / "examples/data/pump_vibration.csv"
 SIZE, HOP, WARMUP, THRESHOLD, EVERY_S = 256, 64, 50, 6.0, 10.0
@@ -258,7 +257,7 @@ def main() -> None:
     add("(c') edgeflow, 13 features + FFT", "hop 64, more work", ef_full, edgeflow_pipeline(10.0, 20.0, full)[1])
 
     print(f"recording: {n:,} samples, 4 sensors; window {SIZE}, z-score warmup {WARMUP}, threshold {THRESHOLD}")
-    print(f"| pipeline | work | throughput (samples/s) | x seed | latency p50 (us) | latency p99 (us) |")
+    print("| pipeline | work | throughput (samples/s) | x seed | latency p50 (us) | latency p99 (us) |")
     print("|---|---|---:|---:|---:|---:|")
     base = rows[0][2]
     for name, work, thr, p50, p99 in rows:

@@ -290,12 +290,23 @@ class _Loaded:
     symlog: bool
     reconstruction: bool
     resizable: bool
-    stamp: tuple[int, int]
+    stamp: _Stamp
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return (st.st_mtime_ns, st.st_size)
+_Stamp = tuple[tuple[int, int] | None, ...]
+
+
+def _stamp(*paths: Path) -> _Stamp:
+    """Modification time and size of each file (``None`` when missing): changes when a file is replaced."""
+    out = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size))
+    return tuple(out)
 
 
 class LiteRTModelHandler:
@@ -321,7 +332,7 @@ class LiteRTModelHandler:
         self.max_batch = max_batch
         self._loaded: _Loaded | None = None
         self._batch = 0
-        self._rejected: tuple[int, int] | None = None
+        self._rejected: _Stamp | None = None
         self._checked_at = 0.0
 
     # -- loading
@@ -347,7 +358,6 @@ class LiteRTModelHandler:
         if not source.is_file():
             msg = f"model file {str(source)!r} does not exist (looked from {Path.cwd()})"
             raise ModelLoadError(msg)
-        stamp = _stamp(source)
         manifest: Manifest | None = None
         if source.suffix == ".json":
             manifest = load_manifest(source)
@@ -372,6 +382,7 @@ class LiteRTModelHandler:
         else:
             path, variant, digest = source, self.variant or "file", sha256_of(source)
             name, version, threshold = source.stem, digest[:12], None
+        stamp = _stamp(source, path)
         interpreter = self._interpreter(path)
         inputs = tuple(_spec(d) for d in interpreter.get_input_details())
         outputs = tuple(_spec(d) for d in interpreter.get_output_details())
@@ -520,7 +531,7 @@ class LiteRTModelHandler:
         try:
             loaded = self._load(new_source)
         except ModelLoadError:
-            self._rejected = _safe_stamp(new_source)
+            self._rejected = self._watched(new_source, old)
             raise
         old_in, new_in = old.info.inputs[0], loaded.info.inputs[0]
         same_features = old.info.manifest is None or loaded.info.manifest is None or (
@@ -548,15 +559,15 @@ class LiteRTModelHandler:
         if now - self._checked_at < min_interval_s:
             return None
         self._checked_at = now
-        stamp = _safe_stamp(self.source)
         current = self._current()
+        stamp = self._watched(self.source, current)
         if stamp == current.stamp or stamp == self._rejected:
             return None
         return self.swap()
 
-
-def _safe_stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        return _stamp(path)
-    except OSError:
-        return None
+    @staticmethod
+    def _watched(source: Path, current: _Loaded) -> _Stamp:
+        """Stamp of *source* and of the model file it named when *current* was loaded."""
+        if source == current.info.path:
+            return _stamp(source, source)
+        return _stamp(source, current.info.path if source.suffix == ".json" else source)

@@ -7,9 +7,9 @@ datetimes with :func:`to_datetime`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np

@@ -5,7 +5,7 @@
 ['ewma_detector', 'features', 'filter', 'infer']
 """
 
-from edgeflow.operators.custom import filter, map  # noqa: A004
+from edgeflow.operators.custom import filter, map
 from edgeflow.operators.detect import ewma_detector, zscore_detector
 from edgeflow.operators.features import features
 from edgeflow.operators.infer import infer

@@ -10,7 +10,7 @@ from edgeflow.graph import Step, Stream
 __all__ = ["filter", "map"]
 
 
-def map(step_id: str, up: Stream, fn: Callable[[Any], Any]) -> Stream:  # noqa: A001
+def map(step_id: str, up: Stream, fn: Callable[[Any], Any]) -> Stream:
     """Apply *fn* to every item (stateless: fused with neighbouring stateless steps).
 
     >>> from edgeflow import Flow
@@ -22,7 +22,7 @@ def map(step_id: str, up: Stream, fn: Callable[[Any], Any]) -> Stream:  # noqa: 
     return up.flow.add_step(Step(step_id, "map", "map", (up.step_id,), fn=fn))
 
 
-def filter(step_id: str, up: Stream, predicate: Callable[[Any], bool]) -> Stream:  # noqa: A001
+def filter(step_id: str, up: Stream, predicate: Callable[[Any], bool]) -> Stream:
     """Keep the items for which *predicate* is true (stateless)."""
     return up.flow.add_step(
         Step(step_id, "filter", "map", (up.step_id,), fn=lambda item: item if predicate(item) else None)

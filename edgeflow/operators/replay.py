@@ -16,8 +16,8 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from itertools import islice
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 

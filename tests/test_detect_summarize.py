@@ -1,0 +1,61 @@
+"""Detectors and the summarizer on synthetic scored windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from edgeflow.metrics import reset_stats
+from edgeflow.operators.detect import DetectorConfig, ZScoreState
+from edgeflow.operators.summarize import IntervalSummary, SummaryConfig, wilson_interval
+from edgeflow.records import Scored, Window
+
+
+def _window(end: float, features: list[float], n_raw: int = 10) -> Window:
+    return Window("s", end - 1, end, np.zeros((1, 4), np.float32), 4.0, n_raw, 100, 1, np.asarray(features, np.float32))
+
+
+def test_zscore_flags_outliers_after_warmup_only() -> None:
+    rng = np.random.default_rng(0)
+    state = ZScoreState(DetectorConfig(warmup=200, threshold=6.0), "zscore", reset_stats("t-z"))
+    normal = rng.normal(10.0, 1.0, size=(400, 3))
+    flags = [state.score(x)[1] for x in normal]
+    assert not any(flags)
+    z, flagged = state.score(np.array([10.0, 10.0, 19.0]))
+    assert flagged and z == pytest.approx(9.0, rel=0.15)
+
+
+def test_ewma_follows_slow_drift_that_a_frozen_baseline_flags() -> None:
+    rng = np.random.default_rng(1)
+    frozen = ZScoreState(DetectorConfig(warmup=50, threshold=5.0), "zscore", reset_stats("t-f"))
+    ewma = ZScoreState(DetectorConfig(warmup=50, threshold=5.0, alpha=0.05), "ewma", reset_stats("t-e"))
+    drift = [np.array([10.0 + 0.02 * i + rng.normal(0, 0.5)]) for i in range(1000)]
+    frozen_flags = sum(frozen.score(x)[1] for x in drift)
+    ewma_flags = sum(ewma.score(x)[1] for x in drift)
+    assert frozen_flags > 500 and ewma_flags == 0
+    assert ewma.score(np.array([10.0 + 0.02 * 1000 + 10.0]))[1]  # a real jump is still caught
+
+
+def test_wilson_interval_matches_known_values() -> None:
+    lo, hi = wilson_interval(10, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.0552, 0.1744)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_summaries_close_on_event_time_and_carry_stats() -> None:
+    summary = IntervalSummary(SummaryConfig(every_s=10), ("a", "b"))
+    items = [Scored(_window(t, [t, -t]), score=float(t % 3), anomaly=t == 14, model="m@1") for t in (1, 4, 8, 11, 14)]
+    out = summary.on_batch(items[:4])
+    assert len(out) == 1  # the window ending at 11 s closed [0, 10)
+    first = out[0].record
+    assert first["windows"] == 3 and first["samples"] == 30 and first["raw_bytes"] == 300
+    assert first["features"] == {"a": [1.0, 4.333, 8.0], "b": [-8.0, -4.333, -1.0]}
+    scores = np.array([1.0, 1.0, 2.0])
+    half = sps.t.ppf(0.975, 2) * scores.std(ddof=1) / np.sqrt(3)
+    assert first["score"]["ci95"] == [pytest.approx(scores.mean() - half, rel=1e-3),
+                                      pytest.approx(scores.mean() + half, rel=1e-3)]
+    assert not first["anomaly"] and first["model"] == "m@1"
+    (last,) = summary.on_batch(items[4:]) + summary.on_eof()
+    assert last.record["anomaly"] and last.record["anomalous_windows"] == 1
+    assert last.record["interval"] == ["1970-01-01T00:00:10+00:00", "1970-01-01T00:00:20+00:00"]
