@@ -56,6 +56,7 @@ def record_command(
             broker, topic, out, template=template, key=key, codec=codec,  # type: ignore[arg-type]
             channels=tuple(c.strip() for c in channels.split(",") if c.strip()), rate_hz=rate_hz,
             duration_s=duration, count=count, qos=qos, dead_letters=sys.stderr,
+            on_ready=lambda: _err.print(f"subscribed to {', '.join(topic)} at {broker}; recording to {out}"),
         )
     except (ConnectionError, OSError) as exc:
         _err.print(f"[red]cannot record[/red]: {exc}. Hint: {start_hint(broker)}")

@@ -171,7 +171,7 @@ class JsonCodec(Codec):
 class CsvCodec(Codec):
     r"""Lines of ``ts,v1[,v2...]``.
 
-    >>> CsvCodec(("accel",)).decode(b"1772438400.5,0.25\\n2026-03-02T08:00:01Z,-1")
+    >>> CsvCodec(("accel",)).decode(b"1772438400.5,0.25\n2026-03-02T08:00:01Z,-1")
     [(1772438400.5, (0.25,)), (1772438401.0, (-1.0,))]
     """
 

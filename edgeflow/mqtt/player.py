@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -243,14 +243,14 @@ def record(
     count: int | None = None,
     qos: int = 1,
     dead_letters: TextIO | None = None,
-    ready: threading.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> RecordReport:
     """Subscribe to *filters* and write each decoded sample as a JSONL line ``{"ts", "sensor", <channels>}``.
 
     The sensor key comes from *template* (default: the whole topic). Stops
     after *duration_s* seconds or *count* samples (at least one must be given
     unless you stop it with Ctrl-C); payloads that do not decode are counted
-    and, with *dead_letters*, written there as JSONL. *ready* is set once subscribed.
+    and, with *dead_letters*, written there as JSONL. *on_ready* is called once subscribed.
     """
     broker_cfg = broker if isinstance(broker, BrokerConfig) else BrokerConfig.model_validate(broker)
     tpl = TopicTemplate(template, key) if template else None
@@ -308,8 +308,8 @@ def record(
         if not subscribed.wait(10):
             msg = f"could not subscribe at {broker_cfg.address} within 10 s; is a broker running there?"
             raise ConnectionError(msg)
-        if ready is not None:
-            ready.set()
+        if on_ready is not None:
+            on_ready()
         done.wait(duration_s)
         done.set()
     finally:

@@ -1,8 +1,10 @@
 """The MQTT source: paho's network thread -> bounded hand-off queue -> ``next_batch`` on the worker.
 
-Messages are decoded on the worker (the network thread only enqueues), each
-sample keyed by the sensor its topic maps to. ``t_in`` is the time the message
-reached the hand-off queue, so latency includes any queueing. A live source has
+Messages are decoded on the worker (the network thread only enqueues); each
+batch is handed on as one :class:`~edgeflow.records.SampleBlock` per sensor
+(the sensor its topic maps to), in arrival order. A block's ``t_in`` is the
+time its newest message reached the hand-off queue, so latency includes any
+queueing. A live source has
 no natural end; it stops when any of its stop conditions holds:
 
 * ``eos_topic``: a message on this topic (published after the data, same QoS,
@@ -20,6 +22,7 @@ import logging
 import time
 from typing import Any, NamedTuple
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
@@ -28,7 +31,7 @@ from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, uniqu
 from edgeflow.mqtt.codecs import CodecName, PayloadError, make_codec
 from edgeflow.mqtt.handoff import HandOff, OverloadPolicy
 from edgeflow.mqtt.topics import TopicTemplate, check_filter, check_topic
-from edgeflow.records import DeadLetter, Sample
+from edgeflow.records import DeadLetter, SampleBlock
 
 __all__ = ["MqttSource", "MqttSourceConfig", "MqttSourcePartition"]
 
@@ -148,6 +151,7 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         connect_async(self._client, cfg.broker, clean_session=cfg.clean_session, session_expiry_s=cfg.session_expiry_s)
 
     # paho network thread -------------------------------------------------
@@ -163,6 +167,12 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         if self._cfg.eos_topic is not None:
             subs.append((self._cfg.eos_topic, self._cfg.qos))
         client.subscribe(subs)
+
+    def _on_subscribe(self, _client: Any, _userdata: Any, _mid: int, reason_codes: Any, _props: Any) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            _log.warning("%s: subscription refused: %s", self._step_id, failed)
+        self._stats.count("mqtt.subscriptions")
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         self._stats.count("mqtt.disconnects")
@@ -202,6 +212,7 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
             return []
         self._last_message = time.monotonic()
         out: list[tuple[str, Any]] = []
+        groups: dict[str, tuple[list[float], list[tuple[float, ...]], list[int], list[int]]] = {}
         eos, limit = self._cfg.eos_topic, self._cfg.max_samples
         n = nbytes = 0
         for i, message in enumerate(messages):
@@ -225,10 +236,24 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
                 samples = samples[: limit - self._emitted - n]
             size = len(message.payload)
             share, extra = divmod(size, len(samples))
-            for j, (ts, values) in enumerate(samples):
-                out.append((key, Sample(ts, key, values, share + (extra if j == 0 else 0), message.t_in)))
+            ts, values, sizes, t_in = groups.setdefault(key, ([], [], [], [0]))
+            for ts_i, values_i in samples:
+                ts.append(ts_i)
+                values.append(values_i)
+                sizes.append(share)
+            sizes[-len(samples)] += extra
+            t_in[0] = message.t_in
             n += len(samples)
             nbytes += size
+        for key, (ts, values, sizes, t_in) in groups.items():
+            block = SampleBlock(
+                key,
+                np.asarray(ts, dtype=np.float64),
+                np.asarray(values, dtype=np.float64).reshape(len(ts), -1),
+                np.asarray(sizes, dtype=np.int64),
+                t_in[0],
+            )
+            out.append((key, block))
         self._emitted += n
         self._stats.add(samples_in=n, bytes_in=nbytes)
         self._stats.count("mqtt.messages", len(messages))

@@ -1,0 +1,295 @@
+"""The MQTT source and sink against a real Mosquitto on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RECORDING, ROOT, Broker, Collector, FlowThread, _free_port
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import edgeflow.operators as eo
+from edgeflow import Flow
+from edgeflow.loader import load_flow
+from edgeflow.metrics import flow_stats
+from edgeflow.mqtt.codecs import PayloadError, make_codec
+from edgeflow.mqtt.player import publish_recording, read_recording, record
+from edgeflow.mqtt.source import MqttSourceConfig, MqttSourcePartition
+
+TEMPLATE = "plant/line1/{sensor}/accel"
+
+
+def _slice(folder: Path, name: str, first: int, last: int) -> Path:
+    lines = RECORDING.read_text().splitlines(keepends=True)
+    path = folder / name
+    path.write_text(lines[0] + "".join(lines[1 + first : 1 + last]))
+    return path
+
+
+def _summaries(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _comparable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Summaries without the transport-dependent raw byte count, in (sensor, interval) order."""
+    out = [{k: v for k, v in r.items() if k != "raw_bytes"} for r in records]
+    return sorted(out, key=lambda r: (r["sensor"], r["interval"][0]))
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _subscribed(name: str, n: int = 1) -> bool:
+    return flow_stats(name).counts.get("mqtt.subscriptions", 0) >= n
+
+
+def _start(flow: Flow) -> FlowThread:
+    thread = FlowThread(flow)
+    _wait(lambda: _subscribed(flow.name) or not thread.thread.is_alive(), 10, "the source to subscribe")
+    return thread
+
+
+def _replay_summaries(tmp_path: Path, recording: Path, name: str) -> list[dict[str, Any]]:
+    from mqtt_flows import small_flow
+
+    out = tmp_path / f"{name}.jsonl"
+    FlowThread(small_flow(name, str(out), recording=str(recording))).join(30)
+    return _summaries(out)
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=30).map(str.encode),
+                                   st.sampled_from([b'{"ts": 1e9, "accel": NaN}', b'{"ts": 1e9, "accel": 1e9}',
+                                                    b'{"ts": "yesterday", "accel": 1}', b"[1, 2]", b"{}"])),
+                         min_size=1, max_size=25))
+def test_malformed_payloads_become_dead_letters_and_the_flow_keeps_running(
+    broker: Broker, tmp_path: Path, payloads: list[bytes]
+) -> None:
+    name = f"fuzz-{os.urandom(3).hex()}"
+    dead = tmp_path / f"{name}.dead.jsonl"
+    flow = Flow(name, dead_letter_path=str(dead))
+    samples = eo.mqtt_source("samples", flow, "plant/{line}/{sensor}/accel", broker=broker.address,
+                             channels=["accel"], eos_topic="plant/eos", value_range=(-100.0, 100.0))
+    eo.output("out", samples, eo.jsonl(tmp_path / f"{name}.out.jsonl"))
+    running = _start(flow)
+    coder = make_codec("json", ("accel",), value_range=(-100.0, 100.0))
+    bad = good = 0
+    for payload in payloads:
+        try:
+            good += len(coder.decode(payload))
+        except PayloadError:
+            bad += 1
+    good += 2
+    stream = [b'{"ts": 1772438400.0, "accel": 0.5}', *payloads, b'{"ts": 1772438401.0, "accel": -0.5}']
+    import paho.mqtt.publish as publish
+
+    msgs = [{"topic": "plant/l1/pump-1/accel", "payload": p, "qos": 1} for p in stream]
+    msgs += [{"topic": "plant/bogus", "payload": b"x", "qos": 1}, {"topic": "plant/eos", "payload": b"", "qos": 1}]
+    publish.multiple(msgs, hostname="127.0.0.1", port=broker.port)
+    report = running.join(20)
+    assert report.stats.samples_in == good
+    assert report.stats.dead_letters == bad  # the bogus topic is outside the subscription
+    letters = [json.loads(line) for line in dead.read_text().splitlines()] if bad else []
+    assert len(letters) == bad and all(letter["step"] == "samples" and letter["reason"] for letter in letters)
+
+
+def test_topic_outside_template_is_a_dead_letter(broker: Broker, tmp_path: Path) -> None:
+    name = f"tpl-{os.urandom(3).hex()}"
+    dead = tmp_path / "dead.jsonl"
+    flow = Flow(name, dead_letter_path=str(dead))
+    samples = eo.mqtt_source("samples", flow, "plant/{line}/{sensor}/accel", topics=["plant/#"], broker=broker.address,
+                             eos_topic="plant/eos", dead_letter_topic="gw/dead")
+    eo.output("out", samples, eo.jsonl(tmp_path / "out.jsonl"))
+    letters = Collector(broker.address, "gw/dead")
+    running = _start(flow)
+    import paho.mqtt.publish as publish
+
+    publish.multiple([{"topic": "plant/l1/p1/temp", "payload": b'{"ts": 1e9, "value": 1}', "qos": 1},
+                      {"topic": "plant/eos", "payload": b"", "qos": 1}], hostname="127.0.0.1", port=broker.port)
+    assert running.join(20).stats.dead_letters == 1
+    assert "does not fit the template" in json.loads(dead.read_text())["reason"]
+    assert "does not fit the template" in json.loads(letters.wait_for(1)[0][1])["reason"]
+    letters.close()
+
+
+@pytest.mark.parametrize(("policy", "blocked"), [("drop_oldest", 0), ("block", 6)])
+def test_overload_policy_drops_are_counted(broker: Broker, policy: str, blocked: int) -> None:
+    name = f"overload-{policy}"
+    cfg = MqttSourceConfig(broker=broker.address, template="s/{sensor}", queue_size=4, overload=policy,
+                           block_timeout_s=0.05)  # type: ignore[arg-type]
+    stats = flow_stats(name)
+    before = dict(stats.counts)
+    part = MqttSourcePartition("samples", cfg, name)
+    try:
+        _wait(lambda: stats.counts.get("mqtt.subscriptions", 0) > before.get("mqtt.subscriptions", 0), 5, "subscribe")
+        import paho.mqtt.publish as publish
+
+        publish.multiple([{"topic": "s/a", "payload": json.dumps({"ts": 1e9 + i, "value": i}), "qos": 1}
+                          for i in range(10)], hostname="127.0.0.1", port=broker.port)
+        _wait(lambda: part._queue.dropped == 6, 5, "drops")
+        (key, block), = part.next_batch()
+        assert key == "a" and block.values[:, 0].tolist() == [6.0, 7.0, 8.0, 9.0]  # the newest survive
+        assert stats.counts["mqtt.dropped"] - before.get("mqtt.dropped", 0) == 6
+        assert stats.counts.get("mqtt.blocked", 0) - before.get("mqtt.blocked", 0) == blocked
+    finally:
+        part.close()
+
+
+def test_source_broker_killed_and_restarted_with_persistent_session(persistent_broker: Broker, tmp_path: Path) -> None:
+    from mqtt_flows import small_flow
+
+    first, second = _slice(tmp_path, "a.csv", 0, 4000), _slice(tmp_path, "b.csv", 4000, 8000)
+    expected = _replay_summaries(tmp_path, _slice(tmp_path, "ab.csv", 0, 8000), "src-replay")
+    out = tmp_path / "mqtt.jsonl"
+    flow = small_flow("src-kill", str(out), broker=persistent_broker.address, clean_session=False)
+    running = _start(flow)
+    publish_recording(first, persistent_broker.address, template=TEMPLATE, batch=25)
+    _wait(lambda: flow_stats("src-kill").samples_in == 4000, 10, "the first half")
+    persistent_broker.kill()
+    time.sleep(0.3)
+    persistent_broker.start()
+    _wait(lambda: _subscribed("src-kill", 2), 10, "the source to reconnect")
+    publish_recording(second, persistent_broker.address, template=TEMPLATE, batch=25, eos_topic="plant/eos")
+    report = running.join(20)
+    assert report.stats.samples_in == 8000
+    assert report.stats.counts["mqtt.reconnects"] >= 1
+    assert _comparable(_summaries(out)) == _comparable(expected)
+
+
+def test_uplink_broker_killed_mid_run_loses_no_summary_and_keeps_order(
+    broker: Broker, persistent_broker: Broker, tmp_path: Path
+) -> None:
+    from mqtt_flows import small_flow
+
+    recording = _slice(tmp_path, "s.csv", 0, 16000)
+    expected = _replay_summaries(tmp_path, recording, "uplink-replay")
+    uplink = Collector(persistent_broker.address, "test/#", client_id="uplink-collector", clean=False)
+    flow = small_flow("uplink-kill", str(tmp_path / "o.jsonl"), broker=broker.address, uplink=persistent_broker.address)
+    running = _start(flow)
+    publisher = threading.Thread(target=publish_recording, args=(recording, broker.address),
+                                 kwargs={"template": TEMPLATE, "batch": 20, "speed": 4.0, "eos_topic": "plant/eos"})
+    publisher.start()
+    _wait(lambda: len(uplink.messages) >= 3, 10, "the first summaries upstream")
+    persistent_broker.kill()
+    time.sleep(0.5)
+    persistent_broker.start()
+    publisher.join(30)
+    report = running.join(30)
+    got = uplink.wait_for(len(expected), 15)
+    uplink.close()
+    assert report.stats.counts.get("mqtt.sink_disconnects", 0) >= 1, "the outage did not hit the sink"
+    assert report.stats.counts.get("mqtt.sink_left_in_spool", 0) == 0
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for _topic, payload in got:  # QoS 1 is at least once: keep the first copy
+        rec = json.loads(payload)
+        seen.setdefault((rec["sensor"], rec["interval"][0]), rec)
+    delivered = list(seen.values())
+    assert _comparable(delivered) == _comparable(expected)
+    for sensor in {r["sensor"] for r in expected}:
+        mine = [r["interval"][0] for r in delivered if r["sensor"] == sensor]
+        assert mine == sorted(mine), f"{sensor}: summaries out of order"
+
+
+def _edgeflow_run(target: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'mqtt'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "edgeflow", "run", target, "--quiet"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_store_and_forward_survives_a_process_restart(broker: Broker, tmp_path: Path) -> None:
+    spool = tmp_path / "outbox.sqlite"
+    first, second = _slice(tmp_path, "a.csv", 0, 6000), _slice(tmp_path, "b.csv", 6000, 8000)
+    dead_port = _free_port()
+    target = (f"tests/mqtt/mqtt_flows.py:small_flow('sf-1', '{tmp_path / 'one.jsonl'}', recording='{first}', "
+              f"uplink='127.0.0.1:{dead_port}', spool='{spool}', drain_timeout_s=0.0)")
+    done = _edgeflow_run(target)
+    assert done.returncode == 0, done.stderr
+    one = _summaries(tmp_path / "one.jsonl")
+    with sqlite3.connect(spool) as db:
+        queued = [json.loads(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY seq")]
+    assert queued == one and len(one) > 10
+    uplink = Collector(broker.address, "test/#")
+    target = (f"tests/mqtt/mqtt_flows.py:small_flow('sf-2', '{tmp_path / 'two.jsonl'}', recording='{second}', "
+              f"uplink='{broker.address}', spool='{spool}')")
+    done = _edgeflow_run(target)
+    assert done.returncode == 0, done.stderr
+    two = _summaries(tmp_path / "two.jsonl")
+    got = [json.loads(payload) for _topic, payload in uplink.wait_for(len(one) + len(two), 10)]
+    uplink.close()
+    assert got == one + two  # the backlog first, in order, then the new run's summaries
+    with sqlite3.connect(spool) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_same_recording_same_summaries_over_mqtt_as_over_replay(broker: Broker, tmp_path: Path) -> None:
+    recording = _slice(tmp_path, "s20.csv", 0, 40000)
+    replayed = tmp_path / "replay.jsonl"
+    FlowThread(load_flow(f"flows/pump_vibration.py:make_flow(recording='{recording}', out='{replayed}')")).join(60)
+    live = tmp_path / "live.jsonl"
+    flow = load_flow(f"flows/pump_mqtt.py:make_flow(broker='{broker.address}', out='{live}', spool=None, "
+                     f"codec='csv', name='pump_mqtt_test')")
+    uplink = Collector(broker.address, "edgeflow/pump_mqtt_test/#")
+    running = _start(flow)
+    publish_recording(recording, broker.address, template=TEMPLATE, codec="csv", batch=50, eos_topic="plant/eos")
+    report = running.join(60)
+    assert report.stats.samples_in == 40000 and report.stats.dead_letters == 0
+    expected = _comparable(_summaries(replayed))
+    assert len(expected) >= 8
+    assert _comparable(_summaries(live)) == expected
+    upstream = [json.loads(p) for _t, p in uplink.wait_for(len(expected), 10)]
+    uplink.close()
+    assert _comparable(upstream) == expected
+
+
+def test_run_fails_fast_without_a_broker() -> None:
+    port = _free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeflow", "run", f"flows/pump_mqtt.py:make_flow(broker='127.0.0.1:{port}')"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 3
+    assert f"no MQTT broker reachable at 127.0.0.1:{port}" in done.stderr
+    assert f"mosquitto -p {port}" in done.stderr and "apt-get install mosquitto" in done.stderr
+
+
+def test_record_captures_what_publish_plays(broker: Broker, tmp_path: Path) -> None:
+    from edgeflow.cli import app
+
+    out = tmp_path / "rec.jsonl"
+    ready = threading.Event()
+    result: list[Any] = []
+    recorder = threading.Thread(target=lambda: result.append(record(
+        broker.address, ["plant/+/+/accel"], out, template="plant/{line}/{sensor}/accel", channels=["accel"],
+        count=3000, duration_s=20, on_ready=ready.set)))
+    recorder.start()
+    assert ready.wait(10)
+    cli = CliRunner().invoke(app, ["publish", str(RECORDING), "--broker", broker.address, "--limit", "3000",
+                                   "--batch", "10", "--rate", "100000", "--topic-template", TEMPLATE])
+    assert cli.exit_code == 0, cli.output
+    recorder.join(20)
+    assert result and result[0].samples == 3000
+    _, rows = read_recording(RECORDING, limit=3000)
+    recorded = [json.loads(line) for line in out.read_text().splitlines()]
+    by_sensor: dict[str, list[tuple[float, float]]] = {}
+    for sensor, ts, values in rows:
+        by_sensor.setdefault(sensor, []).append((ts, values[0]))
+    got: dict[str, list[tuple[float, float]]] = {}
+    for r in recorded:
+        got.setdefault(r["sensor"], []).append((r["ts"], r["accel"]))
+    assert got == by_sensor  # each sensor's samples, exactly and in order
+    _, again = read_recording(out)
+    assert sum(1 for _ in again) == 3000  # the recording replays
