@@ -39,6 +39,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,7 +211,8 @@ def _convert(model: Any, representative: np.ndarray | None) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with _quiet():
+    with _quiet(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs", category=UserWarning)
         return bytes(converter.convert())
 
 

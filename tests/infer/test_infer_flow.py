@@ -1,0 +1,83 @@
+"""eo.infer inside running flows: the reference flow flags the injected faults, and model updates never crash it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from infer_support import MANIFEST, RECORDING
+
+import edgeflow.operators as eo
+from edgeflow import Flow
+from edgeflow.model import load_manifest
+from edgeflow.records import Window
+from edgeflow.testing import Capture, run_capture
+from flows.pump_int8 import add_features, make_flow
+
+FAULTS = {("pump-2", "08:00:20"), ("pump-3", "08:00:40"), ("pump-4", "08:00:50")}
+
+
+def _flagged(capture: Capture) -> set[tuple[str, str]]:
+    return {(s["sensor"], s["interval"][0][11:19]) for s in capture.outputs["summary_out"] if s["anomaly"]}
+
+
+@pytest.mark.parametrize("variant", ["int8", "float32"])
+def test_reference_flow_flags_exactly_the_injected_faults(variant: str) -> None:
+    capture = run_capture(make_flow(variant=variant))
+    assert _flagged(capture) == FAULTS  # and no healthy interval of any pump
+    assert capture.dead_letters == []
+    version = load_manifest(MANIFEST).version
+    assert {s["model"] for s in capture.outputs["summary_out"]} == {f"pump_ae@{version}"}
+    counts = capture.report.stats.counts
+    assert counts["infer.windows"] == capture.report.stats.windows > 1800
+    assert counts["infer.batches"] <= counts["infer.windows"]
+
+
+def _tampered_flow(manifest: Path, at_window: int, tamper: Any) -> Flow:
+    """The reference flow with a step that changes the model files once, while windows are flowing."""
+    seen = [0]
+
+    def maybe_tamper(w: Window) -> Window:
+        seen[0] += 1
+        if seen[0] == at_window:
+            tamper()
+        return w
+
+    flow = Flow("infer-swap")
+    feats = eo.map("tamper", add_features(eo.replay("samples", flow, RECORDING)), maybe_tamper)
+    scores = eo.infer("model", feats, model=manifest, reload_check_s=0)
+    eo.summarize("summary", scores, every_s=10, sink=eo.stdout())
+    return flow
+
+
+def test_corrupt_model_swapped_in_at_run_time_does_not_crash_the_flow(model_copy: Path) -> None:
+    model_id = f"pump_ae@{load_manifest(model_copy).version}"
+    damaged = model_copy.parent / "model_int8.tflite"
+    capture = run_capture(_tampered_flow(model_copy, 700, lambda: damaged.write_bytes(b"\x00garbage" * 64)))
+    assert len(capture.dead_letters) == 1  # one report per rejected file version, not one per window
+    assert capture.dead_letters[0]["step"] == "model"
+    assert capture.dead_letters[0]["reason"].startswith(f"model update rejected, still running {model_id}")
+    assert "damaged or was replaced" in capture.dead_letters[0]["reason"]
+    stats = capture.report.stats
+    assert stats.counts["infer.windows"] == stats.windows  # every window was still scored, by the old model
+    assert stats.counts["infer.swap_rejected"] == 1
+    assert _flagged(capture) == FAULTS
+    assert {s["model"] for s in capture.outputs["summary_out"]} == {model_id}
+
+
+def test_new_model_version_is_swapped_in_at_run_time(model_copy: Path) -> None:
+    old_id = f"pump_ae@{load_manifest(model_copy).version}"
+
+    def release() -> None:
+        manifest = json.loads(model_copy.read_text())
+        manifest["version"] = "2.0.0"
+        model_copy.write_text(json.dumps(manifest))
+
+    capture = run_capture(_tampered_flow(model_copy, 900, release))
+    models = [s["model"] for s in capture.outputs["summary_out"]]
+    assert old_id in models and models[-1] == "pump_ae@2.0.0"
+    assert capture.report.stats.counts["infer.swaps"] >= 1
+    assert capture.dead_letters == []
+    assert _flagged(capture) == FAULTS
