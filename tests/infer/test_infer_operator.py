@@ -35,7 +35,7 @@ def test_reference_features_compile() -> None:
 def test_shape_mismatch_names_step_and_both_shapes() -> None:
     with pytest.raises(
         FlowValidationError,
-        match=r"step 'model'.*model takes input shape \(batch, 14\) int8 .* feature vector has shape \(batch, 3\) float32",
+        match=r"step 'model'.*model takes input shape \(batch, 14\) int8 .* vector has shape \(batch, 3\) float32",
     ):
         compile_flow(_flow(["rms", "p95", "kurtosis"]))
 
