@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -141,12 +142,16 @@ class FeatureExtractor:
             if isinstance(p, str):
                 steps.append(_STATS[p])
             elif isinstance(p, float):
-                idx = self._percentiles.index(p)
-                steps.append(lambda cache, x, idx=idx: self._percentile_block(cache, x)[idx])
+                steps.append(partial(self._percentile, self._percentiles.index(p)))
             else:
-                idx = [b for b in self._parsed if isinstance(b, _Band)].index(p)
-                steps.append(lambda cache, x, idx=idx: self._band_block(cache, x)[:, idx])
+                steps.append(partial(self._band, [b for b in self._parsed if isinstance(b, _Band)].index(p)))
         return steps
+
+    def _percentile(self, idx: int, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        return self._percentile_block(cache, x)[idx]
+
+    def _band(self, idx: int, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        return self._band_block(cache, x)[:, idx]
 
     def _percentile_block(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         if "pct" not in cache:

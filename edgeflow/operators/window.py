@@ -126,7 +126,7 @@ class SensorWindows:
         if late.any():
             for i in np.flatnonzero(late):
                 reason = f"late sample: ts {t[i]!r} is not after the sensor's newest {seen[i]!r}"
-                out.append(DeadLetter(self._step_id, reason, self._describe(block, i), block.sensor))
+                out.append(DeadLetter(self._step_id, reason, self._describe(block, int(i)), block.sensor))
             self._stats.add(late=int(late.sum()))
             block = block.take(~late)
             t = block.ts
