@@ -104,3 +104,24 @@ def test_fan_out_stops_fusion() -> None:
     eo.output("out2", eo.map("c", a, lambda w: w), eo.stdout())
     stages = [stage.stage_id for stage in compile_flow(flow).stages]
     assert "feat+a" in stages and "b" in stages and "c" in stages
+
+
+def test_normalisation_file_is_checked_at_compile_time_and_applied(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from edgeflow.testing import run_capture
+
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"names": ["rms", "max"], "mean": [0.0, 0.0], "std": [1.0, 1.0]}))
+    flow = Flow("norm-bad")
+    w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
+    eo.output("out", eo.features("feat", w, ["rms", "p95"], normalize=stats), eo.stdout())
+    with pytest.raises(FlowValidationError, match=r"step 'feat': field 'normalize'.*differ from this step's \['rms', 'p95'\]"):
+        compile_flow(flow)
+
+    stats.write_text(json.dumps({"names": ["rms"], "mean": [0.2], "std": [0.01]}))
+    flow = Flow("norm-ok")
+    w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
+    eo.output("out", eo.features("feat", w, ["rms"], normalize=stats), eo.jsonl(tmp_path / "o.jsonl"))
+    first = run_capture(flow).only()[0]
+    assert first["features"][0] == pytest.approx((0.2261 - 0.2) / 0.01, abs=0.6)  # pump-1 healthy rms ~0.226 g
