@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -171,6 +171,14 @@ class TensorSpec:
     dtype: str
     scale: float = 0.0
     zero_point: int = 0
+    _np_dtype: np.dtype = field(init=False, repr=False, compare=False)
+    _bounds: tuple[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        dtype = np.dtype(self.dtype)
+        object.__setattr__(self, "_np_dtype", dtype)
+        info = np.iinfo(dtype) if dtype.kind in "iu" else None
+        object.__setattr__(self, "_bounds", (info.min, info.max) if info is not None else (0, 0))
 
     @property
     def quantized(self) -> bool:
@@ -184,18 +192,18 @@ class TensorSpec:
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         """Turn float values into this tensor's dtype (round to nearest, saturate)."""
-        dtype = np.dtype(self.dtype)
         if not self.quantized:
-            return x.astype(dtype, copy=False)
-        info = np.iinfo(dtype)
-        q = np.rint(x / self.scale) + self.zero_point
-        return np.clip(q, info.min, info.max).astype(dtype)
+            return x.astype(self._np_dtype, copy=False)
+        q = x / self.scale
+        q += self.zero_point
+        np.rint(q, out=q)
+        return np.clip(q, *self._bounds, out=q).astype(self._np_dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         """Turn this tensor's values back into float32."""
         if not self.quantized:
             return q.astype(np.float32, copy=False)
-        return ((q.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
+        return (q.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
 
     def describe(self) -> str:
         """Readable one-liner, e.g. ``int8 (-1, 14) scale=0.05 zp=-3``."""
@@ -464,17 +472,17 @@ class LiteRTModelHandler:
         if loaded.mean is not None and loaded.std is not None:
             x = (x - loaded.mean) / loaded.std
         if loaded.symlog:
-            x = np.sign(x) * np.log1p(np.abs(x))
+            x = np.copysign(np.log1p(np.abs(x)), x)
         return x
 
     def _invoke(self, loaded: _Loaded, x: np.ndarray) -> np.ndarray:
         interpreter, spec_in, spec_out = loaded.interpreter, loaded.info.inputs[0], loaded.info.outputs[0]
-        n = x.shape[0]
+        n, width = x.shape
         if not loaded.resizable:
             rows = [self._invoke_fixed(loaded, x[i : i + 1]) for i in range(n)]
             return np.concatenate(rows) if rows else np.empty((0, spec_out.width), dtype=np.float32)
         if n != self._batch or loaded is not self._loaded:
-            interpreter.resize_tensor_input(loaded.in_index, [n, spec_in.width])
+            interpreter.resize_tensor_input(loaded.in_index, [n, width])
             interpreter.allocate_tensors()
             if loaded is self._loaded:
                 self._batch = n
@@ -510,7 +518,8 @@ class LiteRTModelHandler:
         x = self._preprocess(loaded, batch)
         y = self._run(loaded, x)
         if loaded.reconstruction:
-            return np.mean((y - x) ** 2, axis=1, dtype=np.float32)
+            d = y - x
+            return (d * d).sum(axis=1) / np.float32(d.shape[1])
         return y[:, 0].copy()
 
     @property
