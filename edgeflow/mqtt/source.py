@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -79,6 +80,8 @@ class MqttSourceConfig(BaseModel):
     """Messages handed to the flow per ``next_batch``."""
     eos_topic: str | None = None
     idle_timeout_s: PositiveFloat | None = None
+    idle_poll_s: PositiveFloat = Field(default=0.0002, le=0.1)
+    """How long the worker sleeps after finding the hand-off queue empty."""
     max_samples: PositiveInt | None = None
     dead_letter_topic: str | None = None
     """Also publish each dead letter (JSON, QoS 0) on this topic."""
@@ -139,6 +142,7 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._needs_fields = cfg.codec == "f32"
         self._filters = cfg.filters
         self._queue: HandOff[_Message] = HandOff(cfg.queue_size, cfg.overload, cfg.block_timeout_s)
+        self._idle = False
         self._reported = {"dropped": 0, "blocked": 0}
         self._emitted = 0
         self._eos = False
@@ -209,7 +213,11 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         if not messages:
             if self._finished():
                 raise StopIteration
+            # nothing queued: let the worker sleep a little instead of spinning on the GIL,
+            # which the paho network threads need to hand messages over
+            self._idle = True
             return []
+        self._idle = False
         self._last_message = time.monotonic()
         out: list[tuple[str, Any]] = []
         groups: dict[str, tuple[list[float], list[tuple[float, ...]], list[int], list[int]]] = {}
@@ -258,6 +266,12 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._stats.add(samples_in=n, bytes_in=nbytes)
         self._stats.count("mqtt.messages", len(messages))
         return out
+
+    def next_awake(self) -> datetime | None:
+        """After an empty poll, wake again in ``idle_poll_s``; otherwise poll at once."""
+        if self._idle:
+            return datetime.now(timezone.utc) + timedelta(seconds=self._cfg.idle_poll_s)
+        return None
 
     def snapshot(self) -> None:
         return None
