@@ -114,15 +114,17 @@ class InferState:
         """Score the windows; non-finite feature vectors and failed invokes become dead letters."""
         handler = self._handlers.get()
         out = self._refresh(handler, windows[0].sensor)
-        feats = np.stack([w.features for w in windows])  # type: ignore[misc]
+        # a lone window (the usual case when paced) skips the copy into a new batch array
+        feats = windows[0].features[None, :] if len(windows) == 1 else np.stack([w.features for w in windows])  # type: ignore[index,misc]
+        ok = windows
         finite = np.isfinite(feats).all(axis=1)
-        ok = [w for w, good in zip(windows, finite, strict=True) if good]
         if not finite.all():
+            ok = [w for w, good in zip(windows, finite, strict=True) if good]
             for w in (w for w, good in zip(windows, finite, strict=True) if not good):
                 out.append(DeadLetter(self._step_id, "non-finite feature vector", repr(w.features), w.sensor))
             feats = feats[finite]
-        if not ok:
-            return out
+            if not ok:
+                return out
         info = handler.info
         try:
             scores = handler.score(feats)
