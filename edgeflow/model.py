@@ -306,7 +306,7 @@ _Stamp = tuple[tuple[int, int] | None, ...]
 
 def _stamp(*paths: Path) -> _Stamp:
     """Modification time and size of each file (``None`` when missing): changes when a file is replaced."""
-    out = []
+    out: list[tuple[int, int] | None] = []
     for path in paths:
         try:
             st = path.stat()
