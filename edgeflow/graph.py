@@ -139,7 +139,7 @@ class Flow:
         return Stream(self, step.step_id)
 
 
-def build_config(step_id: str, model: type[BaseModel], **settings: Any) -> Any:
+def build_config(step_id: str, model: type[BaseModel], /, **settings: Any) -> Any:
     """Validate an operator's settings, turning pydantic errors into a :class:`FlowValidationError`.
 
     >>> from pydantic import BaseModel, Field

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +82,10 @@ def run(
 
         ticker = threading.Thread(target=tick, name="edgeflow-progress", daemon=True)
         ticker.start()
+    # Objects alive now (modules, the dataflow, models) never become garbage: moving them out of the
+    # collector's reach keeps full collections short, which is most of the per-event p99.
+    gc.collect()
+    gc.freeze()
     started = time.perf_counter()
     try:
         cli_main(
@@ -90,6 +95,7 @@ def run(
             addresses=list(addresses) if addresses else None,
         )
     finally:
+        gc.unfreeze()
         done.set()
         if ticker is not None:
             ticker.join()
