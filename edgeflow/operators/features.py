@@ -155,7 +155,7 @@ class FeatureExtractor:
 
     def _percentile_block(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         if "pct" not in cache:
-            cache["pct"] = np.percentile(x, self._percentiles, axis=1)
+            cache["pct"] = _percentiles(_sorted(cache, x), self._percentiles)
         return cache["pct"]
 
     def _band_block(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -179,41 +179,60 @@ class FeatureExtractor:
         return out.astype(np.float32)
 
 
+# Hot path: one window per call, so each helper avoids numpy's slower conveniences
+# (ndarray.mean, np.percentile, np.errstate) and shares work through ``cache``.
+
+
 def _mean(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     if "mean" not in cache:
-        cache["mean"] = x.mean(axis=1)
+        cache["mean"] = x.sum(axis=1) / x.shape[1]
     return cache["mean"]
 
 
 def _central(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     if "m2" not in cache:
+        n = x.shape[1]
         d = x - _mean(cache, x)[:, None]
         d2 = d * d
-        cache["m2"] = d2.mean(axis=1)
-        cache["m3"] = (d2 * d).mean(axis=1)
-        cache["m4"] = (d2 * d2).mean(axis=1)
+        cache["m2"] = d2.sum(axis=1) / n
+        cache["m3"] = (d2 * d).sum(axis=1) / n
+        cache["m4"] = (d2 * d2).sum(axis=1) / n
     return cache["m2"]
+
+
+def _sorted(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    if "sorted" not in cache:
+        cache["sorted"] = np.sort(x, axis=1)
+    return cache["sorted"]
+
+
+def _percentiles(x_sorted: np.ndarray, qs: list[float]) -> np.ndarray:
+    """Percentiles with numpy's default ("linear") rule, from already sorted rows: shape ``(len(qs), channels)``."""
+    h = (x_sorted.shape[1] - 1) * np.asarray(qs) / 100.0
+    lo = np.floor(h).astype(np.intp)
+    hi = np.minimum(lo + 1, x_sorted.shape[1] - 1)
+    frac = h - lo
+    below, above = x_sorted[:, lo], x_sorted[:, hi]
+    return (below + (above - below) * frac).T
 
 
 def _skew(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     m2 = _central(cache, x)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(m2 > 0, cache["m3"] / m2**1.5, 0.0)
+    return np.divide(cache["m3"], m2**1.5, out=np.zeros_like(m2), where=m2 > 0)
 
 
 def _kurtosis(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     m2 = _central(cache, x)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(m2 > 0, cache["m4"] / m2**2 - 3.0, -3.0)
+    return np.divide(cache["m4"], m2 * m2, out=np.zeros_like(m2), where=m2 > 0) - 3.0
 
 
 _STATS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
     "mean": _mean,
     "std": lambda cache, x: np.sqrt(_central(cache, x)),
-    "min": lambda cache, x: x.min(axis=1),
-    "max": lambda cache, x: x.max(axis=1),
-    "rms": lambda cache, x: np.sqrt(np.mean(x * x, axis=1)),
-    "ptp": lambda cache, x: np.ptp(x, axis=1),
+    "min": lambda cache, x: _sorted(cache, x)[:, 0],
+    "max": lambda cache, x: _sorted(cache, x)[:, -1],
+    "rms": lambda cache, x: np.sqrt((x * x).sum(axis=1) / x.shape[1]),
+    "ptp": lambda cache, x: _sorted(cache, x)[:, -1] - _sorted(cache, x)[:, 0],
     "skew": _skew,
     "kurtosis": _kurtosis,
 }
