@@ -116,3 +116,11 @@ def test_bad_feature_names_are_explained(names: tuple[str, ...], message: str) -
 def test_band_above_nyquist_is_refused() -> None:
     with pytest.raises(ValueError, match="above the Nyquist frequency 250 Hz"):
         FeatureExtractor(("fft_bands(300-400)",), channels=("a",), size=64, rate_hz=RATE)
+
+
+@pytest.mark.parametrize("name", ["hann", "hamming", "blackman", "boxcar", "flattop"])
+@pytest.mark.parametrize("size", [8, 255, 256])
+def test_taper_matches_scipy_get_window(name: str, size: int) -> None:
+    from edgeflow.operators.features import taper
+
+    np.testing.assert_allclose(taper(name, size), signal.get_window(name, size), atol=1e-12)

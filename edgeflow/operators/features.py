@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.signal import get_window
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, Stream, build_config
 from edgeflow.records import Window
 
-__all__ = ["FeatureExtractor", "FeaturesConfig", "features", "parse_features"]
+__all__ = ["FeatureExtractor", "FeaturesConfig", "features", "parse_features", "taper"]
 
 _SIMPLE = ("mean", "std", "min", "max", "rms", "ptp", "skew", "kurtosis")
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
@@ -57,6 +56,28 @@ class _Band:
     @property
     def name(self) -> str:
         return f"band_{self.lo:g}_{self.hi:g}"
+
+
+_COSINE_TERMS = {"hann": (0.5, 0.5), "hamming": (0.54, 0.46), "blackman": (0.42, 0.5, 0.08)}
+
+
+def taper(name: str, size: int) -> np.ndarray:
+    """The periodic (DFT-even) window *name* of *size* points, as ``scipy.signal.get_window`` gives it.
+
+    Common windows are computed with numpy, so the gateway need not load ``scipy.signal`` (~50 MB);
+    any other name is passed to scipy.
+
+    >>> taper("hann", 4).round(12).tolist()
+    [0.0, 0.5, 1.0, 0.5]
+    """
+    if name in ("boxcar", "rectangular", "ones"):
+        return np.ones(size)
+    if name in _COSINE_TERMS:
+        phase = 2 * np.pi * np.arange(size) / size
+        return sum(((-1) ** k) * a * np.cos(k * phase) for k, a in enumerate(_COSINE_TERMS[name]))  # type: ignore[return-value]
+    from scipy.signal import get_window
+
+    return np.asarray(get_window(name, size), dtype=np.float64)
 
 
 def parse_features(names: tuple[str, ...]) -> list[str | float | _Band]:
@@ -121,7 +142,7 @@ class FeatureExtractor:
             if band.lo >= nyquist:
                 msg = f"band {band.lo:g}-{band.hi:g} Hz starts above the Nyquist frequency {nyquist:g} Hz"
                 raise ValueError(msg)
-        self._taper = get_window(fft_window, size).astype(np.float64) if bands else None
+        self._taper = taper(fft_window, size) if bands else None
         if bands:
             freqs = np.fft.rfftfreq(size, 1.0 / rate_hz)
             self._band_masks = np.array(

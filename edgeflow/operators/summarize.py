@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
-from scipy import stats as sps
+from scipy.special import stdtrit
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, Stream, build_config
@@ -127,7 +127,7 @@ class IntervalSummary:
         scores = np.asarray(self._scores)
         mean = float(scores.mean())
         if n > 1:
-            half = float(sps.t.ppf(0.975, n - 1) * scores.std(ddof=1) / math.sqrt(n))
+            half = float(stdtrit(n - 1, 0.975) * scores.std(ddof=1) / math.sqrt(n))
         else:
             half = math.inf
         assert self._interval is not None
