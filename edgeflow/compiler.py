@@ -212,28 +212,39 @@ def compile_flow(flow: Flow) -> CompiledFlow:
     return CompiledFlow(flow, tuple(order), schemas, tuple(_fuse(order, consumers)))
 
 
-def fused_function(fns: Iterable[Callable[[Any], Any]]) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
-    """Chain stateless functions into one batch function over ``(key, item)`` pairs.
+def fused_function(steps: Iterable[Step]) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
+    """Chain stateless steps into one batch function over ``(key, item)`` pairs.
 
-    A function returning ``None`` drops the item; a dead letter skips the rest.
+    A step's ``batch`` function gets all the batch's items at once (vectorized across sensors);
+    otherwise its ``fn`` runs per item, ``None`` dropping it. Dead letters leave the chain at once.
 
-    >>> run = fused_function([lambda x: x + 1, lambda x: x * 10])
+    >>> run = fused_function([Step("a", "map", "map", (), fn=lambda x: x + 1),
+    ...                       Step("b", "map", "map", (), fn=lambda x: x * 10 if x < 3 else None)])
     >>> run([("a", 1), ("b", 2)])
-    [('a', 20), ('b', 30)]
+    [('a', 20)]
     """
     from edgeflow.records import DeadLetter
 
-    chain = tuple(fns)
+    chain = tuple((step.fn, step.batch) for step in steps)
 
     def run_batch(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        out = []
-        for key, value in items:
-            for fn in chain:
-                value = fn(value)
-                if value is None or type(value) is DeadLetter:
-                    break
-            if value is not None:
-                out.append((key, value))
+        out: list[tuple[str, Any]] = []
+        pairs = items
+        for fn, batch in chain:
+            kept: list[tuple[str, Any]] = []
+            if batch is not None:
+                for value in batch([value for _key, value in pairs]):
+                    (out if type(value) is DeadLetter else kept).append((value.sensor, value))
+            else:
+                assert fn is not None
+                for key, value in pairs:
+                    value = fn(value)
+                    if value is not None:
+                        (out if type(value) is DeadLetter else kept).append((key, value))
+            pairs = kept
+            if not pairs:
+                break
+        out.extend(pairs)
         return out
 
     return run_batch

@@ -57,8 +57,7 @@ def _lower_stage(stage: Stage, df: Dataflow, streams: dict[str, Any], sinks: Map
     ups = [streams[src] for src in stage.inputs]
     up = ups[0] if len(ups) == 1 else op.merge(f"{sid}_merge", *ups)
     if stage.kind == "map":
-        fns = [step.fn for step in stage.steps if step.fn is not None]
-        return op.flat_map_batch(sid, up, fused_function(fns))
+        return op.flat_map_batch(sid, up, fused_function(stage.steps))
     if stage.kind == "keyed":
         factory = first.logic
         assert factory is not None

@@ -5,7 +5,8 @@ Operators (see :mod:`edgeflow.operators`) add steps; the compiler
 carries an engine-neutral implementation:
 
 * ``source``: builds a bytewax ``Source`` of ``(sensor, item)`` pairs;
-* ``map``: a stateless ``fn(item) -> item | None`` (``None`` drops the item);
+* ``map``: a stateless ``fn(item) -> item | None`` (``None`` drops the item), or a
+  ``batch(items) -> items`` that vectorizes across sensors;
 * ``keyed``: a per-sensor :class:`KeyedLogic` built by ``logic``;
 * ``sink``: builds a bytewax ``Sink``.
 
@@ -88,6 +89,9 @@ class Step:
     :class:`FlowValidationError` when the inputs do not fit."""
     source: Callable[[], Any] | None = None
     fn: Callable[[Any], Any] | None = None
+    batch: Callable[[list[Any]], list[Any]] | None = None
+    """A stateless step may instead (or also) take a whole batch of items, across sensors, and
+    return items in any number (results and dead letters); outputs are keyed by their ``.sensor``."""
     logic: Callable[[], KeyedLogic] | None = None
     sink: Callable[[], Any] | None = None
     can_fail: bool = False

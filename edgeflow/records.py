@@ -110,6 +110,11 @@ class Scored:
     anomaly: bool
     model: str
 
+    @property
+    def sensor(self) -> str:
+        """The sensor of the scored window."""
+        return self.window.sensor
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:

@@ -125,3 +125,14 @@ def test_normalisation_file_is_checked_at_compile_time_and_applied(tmp_path) -> 
     eo.output("out", eo.features("feat", w, ["rms"], normalize=stats), eo.jsonl(tmp_path / "o.jsonl"))
     first = run_capture(flow).only()[0]
     assert first["features"][0] == pytest.approx((0.2261 - 0.2) / 0.01, abs=0.6)  # pump-1 healthy rms ~0.226 g
+
+
+def test_inference_fuses_with_features_and_batches_across_sensors() -> None:
+    from edgeflow.loader import load_flow
+    from edgeflow.testing import run_capture
+
+    flow = load_flow("flows/pump_int8.py")
+    assert "feat+crest+model" in [stage.stage_id for stage in compile_flow(flow).stages]
+    stats = run_capture(flow).report.stats
+    assert stats.counts["infer.windows"] == stats.windows == 1833
+    assert stats.counts["infer.batches"] < stats.windows / 2  # windows of several sensors share one invoke

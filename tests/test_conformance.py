@@ -110,4 +110,4 @@ def test_operator_compiles_in_a_flow_and_its_state_starts_empty(name: str) -> No
         assert step.logic is not None
         assert list(step.logic().on_eof()) == []
     else:
-        assert step.kind == "map" and step.fn is not None
+        assert step.kind == "map" and (step.fn is not None or step.batch is not None)

@@ -124,3 +124,10 @@ def test_taper_matches_scipy_get_window(name: str, size: int) -> None:
     from edgeflow.operators.features import taper
 
     np.testing.assert_allclose(taper(name, size), signal.get_window(name, size), atol=1e-12)
+
+
+def test_many_windows_at_once_equal_one_at_a_time() -> None:
+    names = ("mean", "std", "skew", "kurtosis", "p5", "p95", "ptp", "fft_bands(0-50,50-250)")
+    fx = FeatureExtractor(names, channels=("x", "y"), size=128, rate_hz=RATE)
+    data = np.random.default_rng(5).normal(size=(6, 2, 128)).astype(np.float32)
+    np.testing.assert_allclose(fx.many(data), np.stack([fx(d) for d in data]), rtol=1e-6, atol=1e-6)

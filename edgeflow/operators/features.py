@@ -188,13 +188,18 @@ class FeatureExtractor:
         return cache["bands"]
 
     def __call__(self, data: np.ndarray) -> np.ndarray:
-        """Feature vector of one window (float32, ``len(self.names)`` long)."""
-        x = data.astype(np.float64)
+        """Feature vector of one ``(channels, size)`` window (float32, ``len(self.names)`` long)."""
+        return self.many(data[None])[0]
+
+    def many(self, data: np.ndarray) -> np.ndarray:
+        """Feature vectors of ``(windows, channels, size)`` data at once: shape ``(windows, len(self.names))``."""
+        k, channels, size = data.shape
+        x = data.reshape(k * channels, size).astype(np.float64)
         cache: dict[str, np.ndarray] = {}
-        vec = np.empty((x.shape[0], len(self._steps)), dtype=np.float64)
+        vec = np.empty((k * channels, len(self._steps)), dtype=np.float64)
         for j, step in enumerate(self._steps):
             vec[:, j] = step(cache, x)
-        out = vec.reshape(-1)
+        out = vec.reshape(k, channels * len(self._steps))
         if self._normalize is not None:
             out = (out - self._normalize[0]) / self._normalize[1]
         return out.astype(np.float32)
@@ -318,4 +323,15 @@ def features(
         w.features = extractor[0](w.data)
         return w
 
-    return up.flow.add_step(Step(step_id, "features", "map", (up.step_id,), cfg, schema=schema, fn=compute))
+    def compute_many(windows: list[Window]) -> list[Window]:
+        # windows of one flow step share their shape, so all sensors' windows go through numpy together
+        if len(windows) == 1:
+            return [compute(windows[0])]
+        vectors = extractor[0].many(np.stack([w.data for w in windows]))
+        for w, vector in zip(windows, vectors, strict=True):
+            w.features = vector
+        return windows
+
+    return up.flow.add_step(
+        Step(step_id, "features", "map", (up.step_id,), cfg, schema=schema, fn=compute, batch=compute_many)
+    )

@@ -75,7 +75,7 @@ class _Handlers:
 
 
 class InferState:
-    """One sensor's side of the step: scores each batch of windows with the worker's model.
+    """Scores batches of windows, from any sensors, with the worker thread's model.
 
     >>> cfg = InferConfig(source="models/pump_ae/manifest.json")
     >>> state = InferState("model", cfg, _Handlers(cfg), flow_stats("doc-infer"))
@@ -197,9 +197,18 @@ def infer(
         return feats.but(kind="scored")
 
     handlers = _Handlers(cfg)
+    states: dict[int, InferState] = {}
+
+    def score_batch(windows: list[Window]) -> list[Any]:
+        # stateless across windows, so every sensor's ready windows share one invoke; the engine
+        # fuses this step with the features before it
+        state = states.get(threading.get_ident())
+        if state is None:
+            state = states[threading.get_ident()] = InferState(step_id, cfg, handlers, flow_stats(flow.name))
+        return state.on_batch(windows)
+
     return flow.add_step(
-        Step(step_id, "infer", "keyed", (up.step_id,), cfg, schema=schema, can_fail=True,
-             logic=lambda: InferState(step_id, cfg, handlers, flow_stats(flow.name)))
+        Step(step_id, "infer", "map", (up.step_id,), cfg, schema=schema, can_fail=True, batch=score_batch)
     )
 
 
