@@ -141,7 +141,11 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason_code: Any, _props: Any) -> None:
         self._acked.append(mid)
-        self._wake.set()
+        # Settling acknowledgements is bookkeeping, not delivery: the worker settles them on its next
+        # write and the forwarder within 0.1 s. Waking the forwarder for every PUBACK would cost a thread
+        # switch (and the GIL) per message; only a backlog or a full in-flight window needs it at once.
+        if len(self._spool) > len(self._inflight) or len(self._acked) >= self._cfg.max_inflight // 2:
+            self._wake.set()
 
     # worker and forwarder ------------------------------------------------
     def _topic_for(self, sensor: str, alert: bool) -> str:
