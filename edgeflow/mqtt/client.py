@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_BROKER",
     "BrokerConfig",
     "BrokerUnreachableError",
+    "configure_connect",
     "connect_async",
     "make_client",
     "probe_broker",
@@ -173,6 +174,12 @@ def make_client(cfg: BrokerConfig, client_id: str, *, clean_session: bool = True
 
 def connect_async(client: Any, cfg: BrokerConfig, *, clean_session: bool = True, session_expiry_s: int = 0) -> None:
     """Start connecting in paho's network thread; it retries with the capped backoff until closed."""
+    configure_connect(client, cfg, clean_session=clean_session, session_expiry_s=session_expiry_s)
+    client.loop_start()
+
+
+def configure_connect(client: Any, cfg: BrokerConfig, *, clean_session: bool = True, session_expiry_s: int = 0) -> None:
+    """Store where and how to connect; ``client.reconnect()`` (or paho's network thread) connects."""
     if cfg.protocol == "5":
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -183,7 +190,6 @@ def connect_async(client: Any, cfg: BrokerConfig, *, clean_session: bool = True,
         client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=clean_session, properties=props)
     else:
         client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
-    client.loop_start()
 
 
 def unique_suffix() -> str:

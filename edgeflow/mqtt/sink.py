@@ -10,15 +10,21 @@ before newer messages. A file outbox survives a restart and drains on the next
 start. Delivery is at least once: a message in flight when the process stops
 is sent again after the restart.
 
-The worker publishes directly when it can (lowest latency); a forwarder thread
-drains the backlog after reconnects and acknowledgements. paho callbacks only
-enqueue acknowledgements, so no lock of ours is ever awaited inside paho.
+The client runs without paho's network thread. The worker publishes itself, so a
+message goes onto the socket in the thread that produced it, with no thread
+switch (it only tries the I/O lock and never waits for it). An I/O thread owns
+the rest: connecting with capped exponential backoff, reading acknowledgements,
+keepalive, and draining the backlog after a reconnect. Every paho call holds the
+I/O lock; paho callbacks only set flags and enqueue acknowledgements.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -29,7 +35,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
 
 from edgeflow.metrics import FlowStats, flow_stats
-from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
+from edgeflow.mqtt.client import BrokerConfig, configure_connect, make_client, unique_suffix
 from edgeflow.mqtt.spool import OverflowPolicy, Spool
 from edgeflow.mqtt.topics import TopicTemplate
 from edgeflow.records import Scored
@@ -110,29 +116,29 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         if len(self._spool):
             self._stats.count("mqtt.sink_backlog_at_start", len(self._spool))
             _log.info("%s: %d messages waiting in %s from a previous run", step_id, len(self._spool), spool)
-        self._pump_lock = threading.Lock()
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq; under _pump_lock
-        self._acked: deque[int] = deque()  # mids, appended by paho's thread
+        self._io = threading.Lock()  # held for every paho call: the client has no network thread of its own
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq; under _io
+        self._acked: deque[int] = deque()  # mids, appended in paho callbacks
         self._connected = False
-        self._closing = False
-        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         self._client = make_client(cfg.broker, client_id)
         self._client.max_inflight_messages_set(cfg.max_inflight)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
-        connect_async(self._client, cfg.broker)
-        self._forwarder = threading.Thread(target=self._forward, name=f"edgeflow-mqtt-sink-{step_id}", daemon=True)
-        self._forwarder.start()
+        configure_connect(self._client, cfg.broker)
+        self._io_thread = threading.Thread(target=self._run_io, name=f"edgeflow-mqtt-sink-{step_id}", daemon=True)
+        self._io_thread.start()
 
-    # paho network thread: never takes our locks --------------------------
+    # paho callbacks (called under _io by whoever drives the client): flags only ------
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if reason_code.is_failure:
             self._stats.count("mqtt.connect_refused")
             _log.warning("%s: broker %s refused: %s", self._step_id, self._cfg.broker.address, reason_code)
             return
         self._connected = True
-        self._wake.set()
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if self._connected:
@@ -141,11 +147,6 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason_code: Any, _props: Any) -> None:
         self._acked.append(mid)
-        # Settling acknowledgements is bookkeeping, not delivery: the worker settles them on its next
-        # write and the forwarder within 0.1 s. Waking the forwarder for every PUBACK would cost a thread
-        # switch (and the GIL) per message; only a backlog or a full in-flight window needs it at once.
-        if len(self._spool) > len(self._inflight) or len(self._acked) >= self._cfg.max_inflight // 2:
-            self._wake.set()
 
     # worker and forwarder ------------------------------------------------
     def _topic_for(self, sensor: str, alert: bool) -> str:
@@ -175,53 +176,98 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         if dropped:
             self._stats.count("mqtt.sink_dropped", dropped)
         self._stats.add(items_out=len(items), bytes_out=nbytes)
-        self._pump()
-
-    def _pump(self) -> None:
-        """Settle acknowledgements, then publish the next rows in drain order while connected."""
-        with self._pump_lock:
-            done = []
-            while self._acked:
-                seq = self._inflight.pop(self._acked.popleft(), None)
-                if seq is not None:
-                    done.append(seq)
-            if done:
-                self._spool.ack(done)
-                self._stats.count("mqtt.sink_delivered", len(done))
-            room = self._cfg.max_inflight - len(self._inflight)
-            if not self._connected or room <= 0 or len(self._spool) <= len(self._inflight):
-                return
-            for row in self._spool.next_rows(room, skip=set(self._inflight.values())):
-                info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-                if info.rc != 0 and row.qos == 0:  # not sent and not queued by paho: retry later
-                    break
-                # QoS 1 without a connection stays queued in paho and is sent on reconnect
-                self._inflight[info.mid] = row.seq
-
-    def _forward(self) -> None:
-        while not self._closing:
-            self._wake.wait(0.1)
-            self._wake.clear()
+        if self._io.acquire(blocking=False):  # publish from this thread now; never wait for the I/O thread
             try:
                 self._pump()
-            except Exception:  # keep forwarding; the outbox still holds everything
-                _log.exception("%s: forwarding failed", self._step_id)
+            finally:
+                self._io.release()
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full pipe means the I/O thread is awake anyway
+            self._wake_w.send(b"x")
+
+    def _pump(self) -> None:
+        """Settle acknowledgements, then publish the next rows in drain order while connected (holds _io)."""
+        done = []
+        while self._acked:
+            seq = self._inflight.pop(self._acked.popleft(), None)
+            if seq is not None:
+                done.append(seq)
+        if done:
+            self._spool.ack(done)
+            self._stats.count("mqtt.sink_delivered", len(done))
+        room = self._cfg.max_inflight - len(self._inflight)
+        if not self._connected or room <= 0 or len(self._spool) <= len(self._inflight):
+            return
+        for row in self._spool.next_rows(room, skip=set(self._inflight.values())):
+            info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            if info.rc != 0 and row.qos == 0:  # not sent and not queued by paho: retry later
+                break
+            # QoS 1 without a connection stays queued in paho and is sent on reconnect
+            self._inflight[info.mid] = row.seq
+
+    def _reconnect(self) -> bool:
+        with self._io:
+            try:
+                self._client.reconnect()
+            except Exception as exc:  # refused, unreachable, TLS: try again after the backoff
+                _log.debug("%s: connecting to %s failed: %s", self._step_id, self._cfg.broker.address, exc)
+                return False
+        return True
+
+    def _run_io(self) -> None:
+        """Connect (capped exponential backoff), read acknowledgements, keep alive, drain the backlog."""
+        broker = self._cfg.broker
+        delay = broker.reconnect_min_s
+        while not self._stop.is_set():
+            sock = self._client.socket()
+            if sock is None:
+                if self._reconnect():
+                    delay = broker.reconnect_min_s
+                else:
+                    self._stop.wait(delay)
+                    delay = min(2 * delay, broker.reconnect_max_s)
+                continue
+            try:
+                wants = [sock] if self._client.want_write() else []
+                readable, writable, _ = select.select([sock, self._wake_r], wants, [], 0.05)
+            except (OSError, ValueError):  # the socket closed under us: reconnect
+                readable, writable = [], []
+            if self._wake_r in readable:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            with self._io:
+                try:
+                    if sock in readable:
+                        self._client.loop_read()
+                    if sock in writable:
+                        self._client.loop_write()
+                    self._client.loop_misc()
+                    self._pump()
+                except Exception:  # keep going; the outbox still holds everything
+                    _log.exception("%s: forwarding failed", self._step_id)
 
     def close(self) -> None:
         deadline = time.monotonic() + self._cfg.drain_timeout_s
         while len(self._spool) and time.monotonic() < deadline:
-            self._wake.set()
+            self._wake()
             time.sleep(0.005)
-        self._closing = True
-        self._wake.set()
-        self._forwarder.join(timeout=2.0)
-        self._pump()  # settle late acknowledgements
-        left = len(self._spool)
-        if left:
-            self._stats.count("mqtt.sink_left_in_spool", left)
-            _log.warning("%s: %d messages left in the outbox %s", self._step_id, left, self._spool.path)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stop.set()
+        self._io_thread.join(timeout=2.0)
+        with self._io:
+            self._pump()  # settle late acknowledgements
+            left = len(self._spool)
+            if left:
+                self._stats.count("mqtt.sink_left_in_spool", left)
+                _log.warning("%s: %d messages left in the outbox %s", self._step_id, left, self._spool.path)
+            self._client.disconnect()
+        self._wake_r.close()
+        self._wake_w.close()
         self._spool.close()
 
 
