@@ -178,7 +178,7 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         self._stats.add(items_out=len(items), bytes_out=nbytes)
         if self._io.acquire(blocking=False):  # publish from this thread now; never wait for the I/O thread
             try:
-                self._pump()
+                self._publish_ready()
             finally:
                 self._io.release()
         else:
@@ -189,7 +189,12 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
             self._wake_w.send(b"x")
 
     def _pump(self) -> None:
-        """Settle acknowledgements, then publish the next rows in drain order while connected (holds _io)."""
+        """Settle acknowledgements, then publish what is ready (holds _io)."""
+        self._settle()
+        self._publish_ready()
+
+    def _settle(self) -> None:
+        """Delete acknowledged messages from the outbox (the I/O thread's job, off the worker's path)."""
         done = []
         while self._acked:
             seq = self._inflight.pop(self._acked.popleft(), None)
@@ -198,10 +203,14 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         if done:
             self._spool.ack(done)
             self._stats.count("mqtt.sink_delivered", len(done))
+
+    def _publish_ready(self) -> None:
+        """Publish the next rows in drain order while connected, at most ``max_inflight`` unacknowledged."""
         room = self._cfg.max_inflight - len(self._inflight)
         if not self._connected or room <= 0 or len(self._spool) <= len(self._inflight):
             return
-        for row in self._spool.next_rows(room, skip=set(self._inflight.values())):
+        inflight = set(self._inflight.values())
+        for row in self._spool.next_rows(room, skip=inflight, after=max(inflight, default=0)):
             info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
             if info.rc != 0 and row.qos == 0:  # not sent and not queued by paho: retry later
                 break

@@ -106,13 +106,23 @@ class Spool:
                 self._count += len(new)
             return dropped
 
-    def next_rows(self, limit: int, skip: Collection[int] = ()) -> list[SpoolRow]:
-        """Return the next *limit* rows in drain order, leaving out sequence numbers in *skip* (already in flight)."""
+    def next_rows(self, limit: int, skip: Collection[int] = (), after: int = 0) -> list[SpoolRow]:
+        """Return the next *limit* rows in drain order, leaving out sequence numbers in *skip* (already in flight).
+
+        In strict order (no ``alerts_first``), *after* (the highest sequence number already handed out) lets
+        the query start past the rows in flight instead of reading and skipping them.
+        """
         with self._lock:
-            cur = self._db.execute(
-                f"SELECT seq, topic, payload, qos, retain FROM outbox ORDER BY {self._order} LIMIT ?",
-                (limit + len(skip),),
-            )
+            if self._order == "seq":
+                cur = self._db.execute(
+                    "SELECT seq, topic, payload, qos, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, limit + len(skip)),
+                )
+            else:
+                cur = self._db.execute(
+                    f"SELECT seq, topic, payload, qos, retain FROM outbox ORDER BY {self._order} LIMIT ?",
+                    (limit + len(skip),),
+                )
             rows = [SpoolRow(seq, topic, bytes(payload), qos, bool(retain)) for seq, topic, payload, qos, retain in cur]
         return [row for row in rows if row.seq not in skip][:limit]
 
