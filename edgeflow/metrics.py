@@ -42,7 +42,7 @@ class LatencyRecorder:
         return self._n
 
     def percentile_us(self, q: float) -> float:
-        """The *q*-th percentile of the kept latencies, in microseconds (NaN if none)."""
+        """Return the *q*-th percentile of the kept latencies, in microseconds (NaN if none)."""
         kept = self._buf[: min(self._n, self._buf.size)]
         if kept.size == 0:
             return float("nan")
@@ -94,7 +94,7 @@ _STATS_LOCK = threading.Lock()
 
 
 def flow_stats(flow_name: str) -> FlowStats:
-    """The stats object of *flow_name* in this process, created on first use."""
+    """Return the stats object of *flow_name* in this process, created on first use."""
     with _STATS_LOCK:
         return _STATS.setdefault(flow_name, FlowStats())
 

@@ -74,7 +74,7 @@ class SampleBlock:
         )
 
     def take(self, keep: np.ndarray) -> SampleBlock:
-        """The samples where boolean mask *keep* is true."""
+        """Return the samples where boolean mask *keep* is true."""
         return SampleBlock(self.sensor, self.ts[keep], self.values[keep], self.nbytes[keep], self.t_in)
 
 

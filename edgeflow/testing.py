@@ -41,7 +41,7 @@ class Capture:
     report: RunReport
 
     def only(self) -> list[dict[str, Any]]:
-        """The records of the flow's single sink (fails if it has several)."""
+        """Return the records of the flow's single sink (fails if it has several)."""
         (records,) = self.outputs.values()
         return records
 

@@ -82,7 +82,8 @@ def _free_port_pair() -> int:
                 return port
             except OSError:
                 continue
-    raise RuntimeError("no two free adjacent ports")
+    msg = "no two free adjacent ports"
+    raise RuntimeError(msg)
 
 
 def test_cluster_mode_two_processes_gives_the_same_summaries(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def test_cycle_is_reported_with_its_path() -> None:
 
 def test_dangling_output_and_missing_source_are_reported() -> None:
     flow, _ = _features_flow()
-    with pytest.raises(FlowValidationError, match="step 'feat': its output goes nowhere.*eo.stdout"):
+    with pytest.raises(FlowValidationError, match=r"step 'feat': its output goes nowhere.*eo\.stdout"):
         compile_flow(flow)
     empty = Flow("empty")
     with pytest.raises(FlowValidationError, match="the flow has no source"):

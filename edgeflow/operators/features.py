@@ -62,7 +62,7 @@ _COSINE_TERMS = {"hann": (0.5, 0.5), "hamming": (0.54, 0.46), "blackman": (0.42,
 
 
 def taper(name: str, size: int) -> np.ndarray:
-    """The periodic (DFT-even) window *name* of *size* points, as ``scipy.signal.get_window`` gives it.
+    """Return the periodic (DFT-even) window *name* of *size* points, as ``scipy.signal.get_window`` does.
 
     Common windows are computed with numpy, so the gateway need not load ``scipy.signal`` (~50 MB);
     any other name is passed to scipy.

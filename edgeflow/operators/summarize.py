@@ -44,7 +44,7 @@ class Summary:
     t_in: int
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON-ready summary."""
+        """Return the JSON-ready summary."""
         return self.record
 
 
@@ -126,10 +126,7 @@ class IntervalSummary:
         n = self._windows
         scores = np.asarray(self._scores)
         mean = float(scores.mean())
-        if n > 1:
-            half = float(stdtrit(n - 1, 0.975) * scores.std(ddof=1) / math.sqrt(n))
-        else:
-            half = math.inf
+        half = float(stdtrit(n - 1, 0.975) * scores.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
         assert self._interval is not None
         start = self._interval * self._cfg.every_s
         record: dict[str, Any] = {
