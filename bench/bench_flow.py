@@ -57,8 +57,10 @@ class _SeedZ:
                 self.mean[i] += d / self.n
                 self.m2[i] += d * (v - self.mean[i])
             return False
-        z = max(abs(v - m) / max(math.sqrt(s / (self.n - 1)), 1e-3 * abs(m) + 1e-9)
-                for v, m, s in zip(x, self.mean, self.m2, strict=True))
+        z = max(
+            abs(v - m) / max(math.sqrt(s / (self.n - 1)), 1e-3 * abs(m) + 1e-9)
+            for v, m, s in zip(x, self.mean, self.m2, strict=True)
+        )
         return z > THRESHOLD
 
 
@@ -217,7 +219,9 @@ def bytewax_pipeline(speed: float | None, limit_s: float | None) -> tuple[float,
 
 
 # ---------------------------------------------------------------- (c) edgeflow
-def edgeflow_pipeline(speed: float | None, limit_s: float | None, features: list[str]) -> tuple[float, list[float], int]:
+def edgeflow_pipeline(
+    speed: float | None, limit_s: float | None, features: list[str]
+) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     recording = RECORDING
     if limit_s is not None:
@@ -252,7 +256,19 @@ def main() -> None:
     add("(b) hand-written bytewax", "hop 64 (same work)", bw, bytewax_pipeline(10.0, 20.0)[1])
     ef = edgeflow_pipeline(None, None, FEATURES)
     add("(c) edgeflow", "hop 64 (same work)", ef, edgeflow_pipeline(10.0, 20.0, FEATURES)[1])
-    full = ["mean", "std", "min", "max", "rms", "ptp", "skew", "kurtosis", "p5", "p95", "fft_bands(0-50,50-150,150-250)"]
+    full = [
+        "mean",
+        "std",
+        "min",
+        "max",
+        "rms",
+        "ptp",
+        "skew",
+        "kurtosis",
+        "p5",
+        "p95",
+        "fft_bands(0-50,50-150,150-250)",
+    ]
     ef_full = edgeflow_pipeline(None, None, full)
     add("(c') edgeflow, 13 features + FFT", "hop 64, more work", ef_full, edgeflow_pipeline(10.0, 20.0, full)[1])
 
@@ -262,8 +278,10 @@ def main() -> None:
     base = rows[0][2]
     for name, work, thr, p50, p99 in rows:
         print(f"| {name} | {work} | {thr:,.0f} | {thr / base:.1f} | {p50:,.1f} | {p99:,.1f} |")
-    print(f"\nedgeflow flags on the full recording: {ef[2]} anomalous windows; python {sys.version.split()[0]}, "
-          f"median of per-event latencies over {len(rows)} pipelines")
+    print(
+        f"\nedgeflow flags on the full recording: {ef[2]} anomalous windows; python {sys.version.split()[0]}, "
+        f"median of per-event latencies over {len(rows)} pipelines"
+    )
     _ = statistics  # keep import for readers extending the table
 
 

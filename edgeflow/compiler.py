@@ -150,7 +150,9 @@ def _topological_order(flow: Flow) -> list[Step]:
             return
         if state.get(step.step_id) == 1:
             cycle = " -> ".join((*path[path.index(step.step_id) :], step.step_id))
-            raise FlowValidationError(step.step_id, "inputs", list(step.inputs), f"cycle {cycle}", hint="a flow is acyclic")
+            raise FlowValidationError(
+                step.step_id, "inputs", list(step.inputs), f"cycle {cycle}", hint="a flow is acyclic"
+            )
         state[step.step_id] = 1
         for src in step.inputs:
             visit(by_id[src], (*path, step.step_id))
@@ -164,17 +166,25 @@ def _topological_order(flow: Flow) -> list[Step]:
 
 def _check_connected(flow: Flow, order: list[Step]) -> None:
     if not any(step.kind == "source" for step in order):
-        raise FlowValidationError(flow.name, None, None, "the flow has no source", hint="start with e.g. eo.replay(...)")
+        raise FlowValidationError(
+            flow.name, None, None, "the flow has no source", hint="start with e.g. eo.replay(...)"
+        )
     consumers: dict[str, int] = {step.step_id: 0 for step in order}
     for step in order:
         for src in step.inputs:
             consumers[src] += 1
         if step.kind != "source" and not step.inputs:
-            raise FlowValidationError(step.step_id, "inputs", [], "the step has no input", hint="connect it to a stream")
+            raise FlowValidationError(
+                step.step_id, "inputs", [], "the step has no input", hint="connect it to a stream"
+            )
     for step in order:
         if step.kind != "sink" and consumers[step.step_id] == 0:
             raise FlowValidationError(
-                step.step_id, None, None, "its output goes nowhere", hint="feed it to another step or a sink such as eo.stdout"
+                step.step_id,
+                None,
+                None,
+                "its output goes nowhere",
+                hint="feed it to another step or a sink such as eo.stdout",
             )
 
 

@@ -137,7 +137,11 @@ class Flow:
         """
         if any(existing.step_id == step.step_id for existing in self.steps):
             raise FlowValidationError(
-                step.step_id, "step_id", step.step_id, "another step already uses this id", hint="give each step a unique id"
+                step.step_id,
+                "step_id",
+                step.step_id,
+                "another step already uses this id",
+                hint="give each step a unique id",
             )
         self.steps.append(step)
         return Stream(self, step.step_id)
@@ -162,7 +166,9 @@ def build_config(step_id: str, model: type[BaseModel], /, **settings: Any) -> An
         if field is None and (named := _FIELD_IN_MESSAGE.match(problem)):  # a cross-field check names its field
             field, problem = named.group(1), named.group(2)
             value = settings.get(field)
-        raise FlowValidationError(step_id, field, value, problem, hint=f"see the settings of {model.__name__}") from None
+        raise FlowValidationError(
+            step_id, field, value, problem, hint=f"see the settings of {model.__name__}"
+        ) from None
 
 
 _FIELD_IN_MESSAGE = re.compile(r"^Value error, (\w+): (.*)$", re.DOTALL)

@@ -63,7 +63,10 @@ class SampleBlock:
             return items[0]  # type: ignore[no-any-return]
         blocks = [x if type(x) is SampleBlock else None for x in items]
         ts = [b.ts if b is not None else np.array([x.ts]) for b, x in zip(blocks, items, strict=True)]
-        values = [b.values if b is not None else np.array([x.values], dtype=np.float64) for b, x in zip(blocks, items, strict=True)]
+        values = [
+            b.values if b is not None else np.array([x.values], dtype=np.float64)
+            for b, x in zip(blocks, items, strict=True)
+        ]
         nbytes = [b.nbytes if b is not None else np.array([x.nbytes]) for b, x in zip(blocks, items, strict=True)]
         return cls(
             items[0].sensor,

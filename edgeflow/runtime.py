@@ -49,8 +49,8 @@ class RunReport:
             f"flow {self.flow!r}: {s.samples_in:,} samples in {self.seconds:.2f} s ({self.events_per_s:,.0f}/s)",
             f"  windows {s.windows:,}  anomalous {s.anomalies:,}  gaps {s.gaps}  late {s.late}  dead letters "
             f"{s.dead_letters}",
-            f"  latency sample->output p50 {s.latency.percentile_us(50):.0f} us  p99 {s.latency.percentile_us(99):.0f} us"
-            f"  ({s.latency.count:,} outputs)",
+            f"  latency ingest->output p50 {s.latency.percentile_us(50):.0f} us  "
+            f"p99 {s.latency.percentile_us(99):.0f} us  ({s.latency.count:,} outputs; unpaced runs include queueing)",
             f"  bytes in {s.bytes_in:,}  out {s.bytes_out:,}  reduction {100 * s.reduction:.2f} %",
         ]
 

@@ -55,7 +55,9 @@ def test_custom_operator_checks_feature_names_at_compile_time() -> None:
     s = eo.replay("samples", flow, REC)
     f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["mean", "rms"])
     eo.output("out", crest_factor("crest", f), eo.stdout())
-    with pytest.raises(FlowValidationError, match=r"step 'crest': field 'up' got \['mean', 'rms'\]: needs features \['min', 'max'\]"):
+    with pytest.raises(
+        FlowValidationError, match=r"step 'crest': field 'up' got \['mean', 'rms'\]: needs features \['min', 'max'\]"
+    ):
         compile_flow(flow)
 
 
@@ -63,7 +65,9 @@ def test_step_that_needs_features_refuses_windows_without_them() -> None:
     flow = Flow("nofeat")
     w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
     eo.summarize("summary", eo.zscore_detector("detect", w), sink=eo.stdout())
-    with pytest.raises(FlowValidationError, match="step 'detect': field 'up' got 'windows': the detector needs feature vectors"):
+    with pytest.raises(
+        FlowValidationError, match="step 'detect': field 'up' got 'windows': the detector needs feature vectors"
+    ):
         compile_flow(flow)
 
 
@@ -71,14 +75,18 @@ def test_band_above_nyquist_names_the_step() -> None:
     flow = Flow("nyq")
     w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
     eo.output("out", eo.features("feat", w, ["fft_bands(0-100,300-400)"]), eo.stdout())
-    with pytest.raises(FlowValidationError, match=r"step 'feat': field 'names'.*300-400 Hz starts above the Nyquist frequency 250 Hz"):
+    with pytest.raises(
+        FlowValidationError, match=r"step 'feat': field 'names'.*300-400 Hz starts above the Nyquist frequency 250 Hz"
+    ):
         compile_flow(flow)
 
 
 def test_bad_feature_name_fails_when_declared() -> None:
     flow = Flow("badname")
     w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
-    with pytest.raises(FlowValidationError, match=r"step 'feat': field 'names' got \['rms', 'median'\]: unknown feature 'median'"):
+    with pytest.raises(
+        FlowValidationError, match=r"step 'feat': field 'names' got \['rms', 'median'\]: unknown feature 'median'"
+    ):
         eo.features("feat", w, ["rms", "median"])
 
 
@@ -89,7 +97,12 @@ def test_stateless_chains_are_fused_into_one_engine_step() -> None:
     eo.summarize("summary", eo.zscore_detector("detect", kept), sink=eo.jsonl("out/fuse.jsonl"))
     compiled = compile_flow(flow)
     assert [stage.stage_id for stage in compiled.stages] == [
-        "samples", "win", "feat+crest+loud", "detect", "summary", "summary_out",
+        "samples",
+        "win",
+        "feat+crest+loud",
+        "detect",
+        "summary",
+        "summary_out",
     ]
     assert len(compiled.order) == 8 and len(compiled.stages) == 6
     assert "┌[map]   feat" in compiled.describe() and "└[map]   loud" in compiled.describe()
@@ -116,7 +129,9 @@ def test_normalisation_file_is_checked_at_compile_time_and_applied(tmp_path) -> 
     flow = Flow("norm-bad")
     w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
     eo.output("out", eo.features("feat", w, ["rms", "p95"], normalize=stats), eo.stdout())
-    with pytest.raises(FlowValidationError, match=r"step 'feat': field 'normalize'.*differ from this step's \['rms', 'p95'\]"):
+    with pytest.raises(
+        FlowValidationError, match=r"step 'feat': field 'normalize'.*differ from this step's \['rms', 'p95'\]"
+    ):
         compile_flow(flow)
 
     stats.write_text(json.dumps({"names": ["rms"], "mean": [0.2], "std": [0.01]}))

@@ -60,7 +60,17 @@ def test_every_sample_is_accounted_for_and_data_shrinks(result: Capture) -> None
 
 def test_summary_carries_stats_and_confidence_intervals(result: Capture) -> None:
     s = result.only()[5]
-    assert set(s) >= {"sensor", "interval", "samples", "windows", "anomaly", "anomaly_rate", "score", "features", "model"}
+    assert set(s) >= {
+        "sensor",
+        "interval",
+        "samples",
+        "windows",
+        "anomaly",
+        "anomaly_rate",
+        "score",
+        "features",
+        "model",
+    }
     lo, hi = s["score"]["ci95"]
     assert lo <= s["score"]["mean"] <= hi
     r_lo, r_hi = s["anomaly_rate"]["ci95"]

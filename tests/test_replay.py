@@ -44,7 +44,10 @@ def test_csv_and_jsonl_and_gzip_give_the_same_summaries(tmp_path: Path) -> None:
     jsonl_path.write_text("".join(json.dumps({"ts": t, "sensor": s, "value": v}) + "\n" for t, s, v in rows))
     gz_path = tmp_path / "r.csv.gz"
     gz_path.write_bytes(gzip.compress(csv_path.read_bytes()))
-    outs = [_by_sensor(run_capture(_summary_flow(p, f"fmt{i}")).only()) for i, p in enumerate((csv_path, jsonl_path, gz_path))]
+    outs = [
+        _by_sensor(run_capture(_summary_flow(p, f"fmt{i}")).only())
+        for i, p in enumerate((csv_path, jsonl_path, gz_path))
+    ]
     assert len(outs[0]) == 6  # 2 sensors x 3 s
     assert outs[0] == outs[2]  # gzip is transparent, byte counts included
     raw_csv = [s.pop("raw_bytes") for s in outs[0]]

@@ -78,7 +78,10 @@ def test_sensor_bound_sends_extra_sensors_to_dead_letters() -> None:
     cfg = WindowConfig(rate_hz=10, size=4, hop=4, max_sensors=2)
     admitted: set[str] = set()
     for name in ("a", "b"):
-        assert not any(isinstance(x, DeadLetter) for x in _state(cfg, admitted).on_batch(_samples(np.array([0.0]), np.zeros(1), name)))
+        assert not any(
+            isinstance(x, DeadLetter)
+            for x in _state(cfg, admitted).on_batch(_samples(np.array([0.0]), np.zeros(1), name))
+        )
     out = _state(cfg, admitted).on_batch(_samples(np.array([0.0]), np.zeros(1), "c"))
     assert isinstance(out[0], DeadLetter) and "max_sensors=2" in out[0].reason
 

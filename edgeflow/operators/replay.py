@@ -2,9 +2,10 @@
 
 Rows need a timezone-aware timestamp, a sensor id and one or more numeric
 values. Each batch is handed on as one :class:`~edgeflow.records.SampleBlock`
-per sensor, so later steps work on arrays, not on one Python object per sample. Played as fast as possible by default, or paced at ``speed`` times
-real time; the output is the same either way because every later step runs on
-event time. Bad rows become dead letters with the line number and reason.
+per sensor, so later steps work on arrays, not on one Python object per sample.
+Played as fast as possible by default, or paced at ``speed`` times real time;
+the output is the same either way because every later step runs on event time.
+Bad rows become dead letters with the line number and reason.
 """
 
 from __future__ import annotations
@@ -307,7 +308,11 @@ def replay(
         missing = [c for c in wanted if c not in columns]
         if missing or not wanted:
             raise FlowValidationError(
-                step_id, "value_columns", list(wanted), f"the recording has columns {columns}", hint="name value columns"
+                step_id,
+                "value_columns",
+                list(wanted),
+                f"the recording has columns {columns}",
+                hint="name value columns",
             )
         return tuple(wanted)
 

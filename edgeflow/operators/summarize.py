@@ -189,15 +189,26 @@ def summarize(
         (scored,) = inputs
         if scored.kind != "scored":
             raise FlowValidationError(
-                step_id, "up", scored.kind, "summarize takes scored windows", hint="put a detector or eo.infer before it"
+                step_id,
+                "up",
+                scored.kind,
+                "summarize takes scored windows",
+                hint="put a detector or eo.infer before it",
             )
         names[:] = [scored.features]
         return Schema("summaries")
 
     flow = up.flow
     out = flow.add_step(
-        Step(step_id, "summarize", "keyed", (up.step_id,), cfg, schema=schema,
-             logic=lambda: IntervalSummary(cfg, names[0]))
+        Step(
+            step_id,
+            "summarize",
+            "keyed",
+            (up.step_id,),
+            cfg,
+            schema=schema,
+            logic=lambda: IntervalSummary(cfg, names[0]),
+        )
     )
     if sink is not None:
         from edgeflow.operators.output import output

@@ -118,7 +118,9 @@ class SensorWindows:
             self._admit(block.sensor)
         if self._rejected:
             reason = f"sensor limit reached: max_sensors={self._cfg.max_sensors}"
-            return [DeadLetter(self._step_id, reason, self._describe(block, i), block.sensor) for i in range(len(block))]
+            return [
+                DeadLetter(self._step_id, reason, self._describe(block, i), block.sensor) for i in range(len(block))
+            ]
         out: list[Any] = []
         t = block.ts
         seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
@@ -199,8 +201,16 @@ class SensorWindows:
                 self._attributed = upto
                 data = np.concatenate((self._buf[:, self._pos :], self._buf[:, : self._pos]), axis=1)
                 out.append(
-                    Window(self._sensor or "", end_t - (size - 1) / self._rate, end_t, data, self._rate,
-                           self._n_raw, self._raw_bytes, t_in)
+                    Window(
+                        self._sensor or "",
+                        end_t - (size - 1) / self._rate,
+                        end_t,
+                        data,
+                        self._rate,
+                        self._n_raw,
+                        self._raw_bytes,
+                        t_in,
+                    )
                 )
                 self._n_raw = self._raw_bytes = 0
 
@@ -245,7 +255,9 @@ def window(
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
         if inputs[0].kind != "samples":
-            raise FlowValidationError(step_id, "up", inputs[0].kind, "window takes samples", hint="put it after a source")
+            raise FlowValidationError(
+                step_id, "up", inputs[0].kind, "window takes samples", hint="put it after a source"
+            )
         channels[:] = [len(inputs[0].channels)]
         return Schema("windows", channels=inputs[0].channels, rate_hz=cfg.rate_hz, window_size=cfg.points[0])
 
