@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infer_support import MANIFEST
+from .infer_support import MANIFEST
 from typer.testing import CliRunner
 
 from edgeflow.cli import app

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infer_support import MANIFEST, RECORDING
+from .infer_support import MANIFEST, RECORDING
 
 import edgeflow.operators as eo
 from edgeflow import Flow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from infer_support import MANIFEST, MODEL_DIR
+from .infer_support import MANIFEST, MODEL_DIR
 
 from edgeflow.model import LiteRTModelHandler, ModelLoadError, TensorSpec, load_manifest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from infer_support import MANIFEST, MODEL_DIR, RECORDING
+from .infer_support import MANIFEST, MODEL_DIR, RECORDING
 
 import edgeflow.operators as eo
 from edgeflow import Flow, FlowValidationError, Stream

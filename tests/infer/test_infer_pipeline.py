@@ -8,7 +8,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from infer_support import MANIFEST, MODEL_DIR
+from .infer_support import MANIFEST, MODEL_DIR
 
 from edgeflow.model import LiteRTModelHandler, load_manifest, sha256_of
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RECORDING, ROOT, Broker, Collector, FlowThread, _free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from .mqtt_support import RECORDING, ROOT, Broker, Collector, FlowThread, _free_port
 from typer.testing import CliRunner
 
 import edgeflow.operators as eo
@@ -64,7 +64,7 @@ def _start(flow: Flow) -> FlowThread:
 
 
 def _replay_summaries(tmp_path: Path, recording: Path, name: str) -> list[dict[str, Any]]:
-    from mqtt_flows import small_flow
+    from .mqtt_flows import small_flow
 
     out = tmp_path / f"{name}.jsonl"
     FlowThread(small_flow(name, str(out), recording=str(recording))).join(30)
@@ -150,7 +150,7 @@ def test_overload_policy_drops_are_counted(broker: Broker, policy: str, blocked:
 
 
 def test_source_broker_killed_and_restarted_with_persistent_session(persistent_broker: Broker, tmp_path: Path) -> None:
-    from mqtt_flows import small_flow
+    from .mqtt_flows import small_flow
 
     first, second = _slice(tmp_path, "a.csv", 0, 4000), _slice(tmp_path, "b.csv", 4000, 8000)
     expected = _replay_summaries(tmp_path, _slice(tmp_path, "ab.csv", 0, 8000), "src-replay")
@@ -173,7 +173,7 @@ def test_source_broker_killed_and_restarted_with_persistent_session(persistent_b
 def test_uplink_broker_killed_mid_run_loses_no_summary_and_keeps_order(
     broker: Broker, persistent_broker: Broker, tmp_path: Path
 ) -> None:
-    from mqtt_flows import small_flow
+    from .mqtt_flows import small_flow
 
     recording = _slice(tmp_path, "s.csv", 0, 16000)
     expected = _replay_summaries(tmp_path, recording, "uplink-replay")

@@ -1,0 +1,166 @@
+"""Helpers for the MQTT tests: a real Mosquitto on a free loopback port, flows in threads, a collector."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix  # noqa: E402
+
+RECORDING = ROOT / "examples" / "data" / "pump_vibration.csv"
+INSTALL_HINT = "mosquitto is not installed: run `sudo apt-get install -y mosquitto mosquitto-clients` (.ci/run does)"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """One mosquitto process; can be killed and restarted on the same port with its persistence file."""
+
+    def __init__(self, folder: Path, persistence: bool = False) -> None:
+        self.binary = shutil.which("mosquitto") or next(
+            (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
+        )
+        if self.binary is None:
+            pytest.fail(INSTALL_HINT)
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.persistence = persistence
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _config(self) -> Path:
+        conf = self.folder / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 1000000",
+            "max_inflight_messages 1000",
+            f"log_dest file {self.folder / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+        ]
+        if self.persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self.folder}/",
+                "autosave_on_changes true",
+                "autosave_interval 1",
+            ]
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def start(self) -> None:
+        for _attempt in range(5):
+            if not self.port:
+                self.port = _free_port()
+            assert self.binary is not None
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self._config())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    time.sleep(0.02)
+            self.stop()
+            self.port = 0 if not self.persistence else self.port
+        pytest.fail(f"mosquitto did not start on 127.0.0.1 (see {self.folder / 'mosquitto.log'})")
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without a goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
+
+
+class Collector:
+    """A paho subscriber that keeps every message (topic, payload) in arrival order."""
+
+    def __init__(self, address: str, topic: str, *, client_id: str | None = None, clean: bool = True) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        cfg = BrokerConfig.model_validate(address).model_copy(update={"reconnect_min_s": 0.05, "reconnect_max_s": 0.2})
+        self.client = make_client(cfg, client_id or f"collector-{unique_suffix()}", clean_session=clean)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        connect_async(self.client, cfg, clean_session=clean, session_expiry_s=600)
+        assert self._subscribed.wait(5), f"could not subscribe to {topic} at {address}"
+
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload)))
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class FlowThread:
+    """Runs a flow with edgeflow.runtime.run in a thread; join() returns its report or re-raises."""
+
+    def __init__(self, flow: Any) -> None:
+        from edgeflow.runtime import run
+
+        self.report: Any = None
+        self.error: BaseException | None = None
+
+        def go() -> None:
+            try:
+                self.report = run(flow)
+            except BaseException as exc:  # handed to join()
+                self.error = exc
+
+        self.thread = threading.Thread(target=go, name=f"flow-{flow.name}", daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 30.0) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"flow did not end within {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.report
