@@ -1,4 +1,4 @@
-"""Paths and helpers shared by the inference tests (imported by name: the test folder is on ``sys.path``)."""
+"""Paths and helpers shared by the inference tests."""
 
 from __future__ import annotations
 
