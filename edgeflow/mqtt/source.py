@@ -17,6 +17,7 @@ Without any of them the flow runs until it is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -142,6 +143,7 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._needs_fields = cfg.codec == "f32"
         self._filters = cfg.filters
         self._queue: HandOff[_Message] = HandOff(cfg.queue_size, cfg.overload, cfg.block_timeout_s)
+        self._letters_in_flight: list[Any] = []  # paho MQTTMessageInfo of dead letters sent to dead_letter_topic
         self._idle = False
         self._reported = {"dropped": 0, "blocked": 0}
         self._emitted = 0
@@ -191,7 +193,10 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         text = message.payload[:_PAYLOAD_SHOWN].decode("utf-8", errors="backslashreplace")
         letter = DeadLetter(self._step_id, f"topic {message.topic!r}: {reason}", text, sensor)
         if self._cfg.dead_letter_topic is not None:
-            self._client.publish(self._cfg.dead_letter_topic, json.dumps(letter.to_json()), qos=0)
+            info = self._client.publish(self._cfg.dead_letter_topic, json.dumps(letter.to_json()), qos=1)
+            if len(self._letters_in_flight) >= 64:
+                self._letters_in_flight = [i for i in self._letters_in_flight if not i.is_published()]
+            self._letters_in_flight.append(info)
         return (_DEAD_KEY, letter)
 
     def _report_queue(self) -> None:
@@ -278,6 +283,11 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
 
     def close(self) -> None:
         self._report_queue()
+        # dead letters published to the broker must not die with the connection: wait (boundedly) for their PUBACKs
+        deadline = time.monotonic() + 2.0
+        for info in self._letters_in_flight:
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
         self._client.disconnect()
         self._client.loop_stop()
 
