@@ -95,6 +95,9 @@ def run(
         str | None, typer.Option("--addresses", "-a", help="host:port of every process, separated by ';'")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or report")] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress every second (default: on a terminal)")
+    ] = None,
 ) -> None:
     """Run a flow until its sources end (bytewax; one worker by default, cluster mode with -w/-p/-a)."""
     if processes > 1 and addresses is None:
@@ -102,7 +105,7 @@ def run(
     compiled = _load_and_compile(target)
     from edgeflow.runtime import run as run_flow
 
-    show = not quiet and sys.stderr.isatty()
+    show = not quiet and (sys.stderr.isatty() if progress is None else progress)
     try:
         report = run_flow(
             compiled.flow,

@@ -113,3 +113,12 @@ def test_init_scaffolds_a_project_whose_test_passes(tmp_path: Path) -> None:
     assert tests.returncode == 0, tests.stdout
     again = edgeflow("init", str(project))
     assert again.returncode == 1 and "is not empty" in again.stderr
+
+
+def test_progress_lines_while_a_paced_run_goes_on(tmp_path: Path) -> None:
+    done = edgeflow("run", f"{FLOW}:make_flow(speed=20, out='{tmp_path / 's.jsonl'}')", "--progress")
+    assert done.returncode == 0, done.stderr
+    ticks = [line for line in done.stderr.splitlines() if "samples" in line and "/s" in line and "p99" in line]
+    assert len(ticks) >= 2  # 60 s of data at 20x: about three seconds of progress
+    counts = [int(line.split()[0].replace(",", "")) for line in ticks[:-1] if line.split()[0].replace(",", "").isdigit()]
+    assert counts == sorted(counts) and counts[-1] > 0

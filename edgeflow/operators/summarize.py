@@ -42,6 +42,7 @@ class Summary:
 
     record: dict[str, Any]
     t_in: int
+    """Ingest time of the window that closed the interval (perf_counter_ns); 0 when the input ended."""
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON-ready summary."""
@@ -87,7 +88,6 @@ class IntervalSummary:
         self._fsum: np.ndarray | None = None
         self._sensor = ""
         self._model = ""
-        self._t_in = 0
 
     def on_batch(self, items: list[Scored]) -> list[Any]:
         """Add scored windows; return summaries of intervals that closed."""
@@ -97,14 +97,14 @@ class IntervalSummary:
             w = item.window
             interval = math.floor(w.end / every)
             if self._interval is not None and interval != self._interval and self._windows:
-                out.append(self._emit())
+                out.append(self._emit(t_in=w.t_in))  # latency runs from the window that closed it
             self._interval = interval
             self._add(item)
         return out
 
     def _add(self, item: Scored) -> None:
         w = item.window
-        self._sensor, self._model, self._t_in = w.sensor, item.model, w.t_in
+        self._sensor, self._model = w.sensor, item.model
         self._windows += 1
         self._samples += w.n_raw
         self._raw_bytes += w.raw_bytes
@@ -121,7 +121,7 @@ class IntervalSummary:
                 np.maximum(self._fmax, f, out=self._fmax)
                 self._fsum += f
 
-    def _emit(self) -> Summary:
+    def _emit(self, t_in: int) -> Summary:
         d = self._cfg.digits
         n = self._windows
         scores = np.asarray(self._scores)
@@ -154,13 +154,13 @@ class IntervalSummary:
                 name: [_round(float(lo), d), _round(float(s / n), d), _round(float(hi), d)]
                 for name, lo, s, hi in zip(self._names, self._fmin, self._fsum, self._fmax, strict=True)
             }
-        summary = Summary(record, self._t_in)
+        summary = Summary(record, t_in)
         self._reset()
         return summary
 
     def on_eof(self) -> list[Any]:
         """Flush the open interval."""
-        return [self._emit()] if self._windows else []
+        return [self._emit(t_in=0)] if self._windows else []  # end of input: no latency to speak of
 
 
 def summarize(
