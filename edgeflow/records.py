@@ -52,9 +52,15 @@ class SampleBlock:
     """Raw record sizes, int64, shape ``(n,)``."""
     t_in: int
     """Ingest time of the newest sample (perf_counter_ns)."""
+    t_ins: np.ndarray | None = None
+    """Per-sample ingest times (int64) when samples arrived at different times; ``None``: all at ``t_in``."""
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
+
+    def ingest_time(self, i: int) -> int:
+        """Ingest time of sample *i*."""
+        return self.t_in if self.t_ins is None else int(self.t_ins[i])
 
     @classmethod
     def of(cls, items: list[Any]) -> SampleBlock:
@@ -68,24 +74,31 @@ class SampleBlock:
             for b, x in zip(blocks, items, strict=True)
         ]
         nbytes = [b.nbytes if b is not None else np.array([x.nbytes]) for b, x in zip(blocks, items, strict=True)]
+        t_ins = [
+            (b.t_ins if b.t_ins is not None else np.full(len(b), b.t_in)) if b is not None else np.array([x.t_in])
+            for b, x in zip(blocks, items, strict=True)
+        ]
         return cls(
             items[0].sensor,
             np.concatenate(ts).astype(np.float64),
             np.concatenate(values).astype(np.float64),
             np.concatenate(nbytes).astype(np.int64),
             max(x.t_in for x in items),
+            np.concatenate(t_ins).astype(np.int64),
         )
 
     def take(self, keep: np.ndarray) -> SampleBlock:
         """Return the samples where boolean mask *keep* is true."""
-        return SampleBlock(self.sensor, self.ts[keep], self.values[keep], self.nbytes[keep], self.t_in)
+        t_ins = None if self.t_ins is None else self.t_ins[keep]
+        return SampleBlock(self.sensor, self.ts[keep], self.values[keep], self.nbytes[keep], self.t_in, t_ins)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """A fixed-length, evenly spaced block of one sensor's samples.
 
-    ``data`` has shape ``(channels, size)`` and dtype float32.
+    ``data`` has shape ``(channels, size)`` and dtype float32. Windows are immutable: a step that adds
+    features returns a new window (``dataclasses.replace``), because several steps may read one stream.
     """
 
     sensor: str

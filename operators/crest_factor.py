@@ -8,6 +8,8 @@ step's name, and a plain function applied to every item.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -54,7 +56,6 @@ def crest_factor(step_id: str, up: Stream, *, peak_of: tuple[str, str] = ("min",
         assert w.features is not None
         lo, hi, rms_value = w.features[index].astype(np.float64)
         crest = max(abs(lo), abs(hi)) / rms_value if rms_value > 0 else 0.0
-        w.features = np.append(w.features, np.float32(crest))
-        return w
+        return replace(w, features=np.append(w.features, np.float32(crest)))
 
     return up.flow.add_step(Step(step_id, "crest_factor", "map", (up.step_id,), cfg, schema=schema, fn=append_crest))

@@ -151,3 +151,15 @@ def test_inference_fuses_with_features_and_batches_across_sensors() -> None:
     stats = run_capture(flow).report.stats
     assert stats.counts["infer.windows"] == stats.windows == 1833
     assert stats.counts["infer.batches"] < stats.windows / 2  # windows of several sensors share one invoke
+
+
+def test_two_branches_reading_one_window_stream_do_not_share_features() -> None:
+    from edgeflow.testing import run_capture
+
+    flow = Flow("fanout")
+    w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
+    eo.output("a", eo.features("feat_a", w, ["mean"]), eo.jsonl("out/fanout_a.jsonl"))
+    eo.output("b", eo.features("feat_b", w, ["rms", "p95"]), eo.jsonl("out/fanout_b.jsonl"))
+    result = run_capture(flow)
+    assert {len(r["features"]) for r in result.outputs["a"]} == {1}
+    assert {len(r["features"]) for r in result.outputs["b"]} == {2}

@@ -114,3 +114,13 @@ def test_bad_settings_name_the_step_and_field(settings: dict[str, float], field:
     assert str(info.value).startswith("step 'win'")
     assert info.value.field == field
     assert f"field {field!r}" in str(info.value)
+
+
+def test_window_latency_starts_at_the_sample_that_completed_it() -> None:
+    from edgeflow.records import SampleBlock
+
+    t = np.arange(12) / 10.0
+    block = SampleBlock("s", t, np.zeros((12, 1)), np.full(12, 10), 1_000 + 11, np.arange(12) + 1_000)
+    wins = _windows(_state(WindowConfig(rate_hz=10, size=4, hop=4, max_gap_s=1.0)).on_batch([block]))
+    assert [w.end for w in wins] == pytest.approx([0.3, 0.7, 1.1])
+    assert [w.t_in for w in wins] == [1_003, 1_007, 1_011]  # not the batch's newest (1_011) for all

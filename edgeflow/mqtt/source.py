@@ -208,11 +208,18 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
 
     def _finished(self) -> bool:
         cfg = self._cfg
-        if self._eos or (cfg.max_samples is not None and self._emitted >= cfg.max_samples):
+        if self._ended():
             return True
         return cfg.idle_timeout_s is not None and time.monotonic() - self._last_message > cfg.idle_timeout_s
 
+    def _ended(self) -> bool:
+        limit = self._cfg.max_samples
+        return self._eos or (limit is not None and self._emitted >= limit)
+
     def next_batch(self) -> list[tuple[str, Any]]:
+        if self._ended():  # stop even while messages keep coming; count what came after the end
+            self._stats.count("mqtt.after_end", len(self._queue.take(self._cfg.queue_size)))
+            raise StopIteration
         messages = self._queue.take(self._cfg.batch_size)
         self._report_queue()
         if not messages:
@@ -245,26 +252,28 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
             except PayloadError as exc:
                 out.append(self._dead(str(exc), message, key))
                 continue
-            if limit is not None:
+            if limit is not None and len(samples) > limit - self._emitted - n:
+                self._stats.count("mqtt.after_end_samples", len(samples) - (limit - self._emitted - n))
                 samples = samples[: limit - self._emitted - n]
             size = len(message.payload)
             share, extra = divmod(size, len(samples))
-            ts, values, sizes, t_in = groups.setdefault(key, ([], [], [], [0]))
+            ts, values, sizes, t_ins = groups.setdefault(key, ([], [], [], []))
             for ts_i, values_i in samples:
                 ts.append(ts_i)
                 values.append(values_i)
                 sizes.append(share)
+                t_ins.append(message.t_in)
             sizes[-len(samples)] += extra
-            t_in[0] = message.t_in
             n += len(samples)
             nbytes += size
-        for key, (ts, values, sizes, t_in) in groups.items():
+        for key, (ts, values, sizes, t_ins) in groups.items():
             block = SampleBlock(
                 key,
                 np.asarray(ts, dtype=np.float64),
                 np.asarray(values, dtype=np.float64).reshape(len(ts), -1),
                 np.asarray(sizes, dtype=np.int64),
-                t_in[0],
+                t_ins[-1],
+                np.asarray(t_ins, dtype=np.int64),
             )
             out.append((key, block))
         self._emitted += n
@@ -283,6 +292,9 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
 
     def close(self) -> None:
         self._report_queue()
+        left = len(self._queue)
+        if left:  # received but never read: the flow ended first
+            self._stats.count("mqtt.after_end", left)
         # dead letters published to the broker must not die with the connection: wait (boundedly) for their PUBACKs
         deadline = time.monotonic() + 2.0
         for info in self._letters_in_flight:

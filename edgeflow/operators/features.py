@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -320,17 +320,14 @@ def features(
         return win.but(features=fx.names)
 
     def compute(w: Window) -> Window:
-        w.features = extractor[0](w.data)
-        return w
+        return replace(w, features=extractor[0](w.data))
 
     def compute_many(windows: list[Window]) -> list[Window]:
         # windows of one flow step share their shape, so all sensors' windows go through numpy together
         if len(windows) == 1:
             return [compute(windows[0])]
         vectors = extractor[0].many(np.stack([w.data for w in windows]))
-        for w, vector in zip(windows, vectors, strict=True):
-            w.features = vector
-        return windows
+        return [replace(w, features=vector) for w, vector in zip(windows, vectors, strict=True)]
 
     return up.flow.add_step(
         Step(step_id, "features", "map", (up.step_id,), cfg, schema=schema, fn=compute, batch=compute_many)

@@ -79,8 +79,8 @@ class InferState:
 
     >>> cfg = InferConfig(source="models/pump_ae/manifest.json")
     >>> state = InferState("model", cfg, _Handlers(cfg), flow_stats("doc-infer"))
-    >>> w = Window("pump-1", 0.0, 0.5, np.zeros((1, 256), np.float32), 500.0, 64, 2000, 0)
-    >>> w.features = np.full(14, np.nan, dtype=np.float32)
+    >>> w = Window("pump-1", 0.0, 0.5, np.zeros((1, 256), np.float32), 500.0, 64, 2000, 0,
+    ...            features=np.full(14, np.nan, dtype=np.float32))
     >>> [type(item).__name__ for item in state.on_batch([w])]
     ['DeadLetter']
     """

@@ -98,6 +98,7 @@ class SensorWindows:
         self._next_index = 0
         self._n_raw = 0
         self._raw_bytes = 0
+        self._block: SampleBlock | None = None
         self._batch_t = np.zeros(0)
         self._batch_bytes = np.zeros(1, dtype=np.int64)
         self._attributed = 0
@@ -140,13 +141,13 @@ class SensorWindows:
         self._batch_t = t
         self._batch_bytes = np.concatenate(([0], np.cumsum(block.nbytes)))
         self._attributed = 0
-        t_in = block.t_in
+        self._block = block
         breaks = np.flatnonzero(np.diff(np.concatenate(([self._last_t], t))) > self._cfg.max_gap_s)
         bounds = [*breaks.tolist(), len(t)]
         start = 0
         for end in bounds:
             if end > start:
-                self._resample(t[start:end], v[:, start:end], t_in, out)
+                self._resample(t[start:end], v[:, start:end], out)
             if end < len(t):
                 self._reset(t[end], v[:, end])
             start = end
@@ -167,7 +168,7 @@ class SensorWindows:
         # a virtual point one period earlier puts the first sample exactly on the grid
         self._last_t, self._last_v = t0 - 1.0 / self._rate, v0
 
-    def _resample(self, t: np.ndarray, v: np.ndarray, t_in: int, out: list[Any]) -> None:
+    def _resample(self, t: np.ndarray, v: np.ndarray, out: list[Any]) -> None:
         last_index = math.floor((t[-1] - self._origin) * self._rate + 1e-9)
         k = last_index - self._next_index + 1
         if k > 0:
@@ -176,11 +177,11 @@ class SensorWindows:
             points = np.empty((v.shape[0], k), dtype=np.float32)
             for c in range(v.shape[0]):
                 points[c] = np.interp(grid, xp, np.concatenate(([self._last_v[c]], v[c])))
-            self._push(points, grid, t_in, out)
+            self._push(points, grid, out)
             self._next_index = last_index + 1
         self._last_t, self._last_v = float(t[-1]), v[:, -1]
 
-    def _push(self, points: np.ndarray, grid: np.ndarray, t_in: int, out: list[Any]) -> None:
+    def _push(self, points: np.ndarray, grid: np.ndarray, out: list[Any]) -> None:
         size, hop, k, i = self._size, self._hop, points.shape[1], 0
         while i < k:
             due = size - self._filled if self._filled < size else hop - self._since_emit
@@ -200,6 +201,10 @@ class SensorWindows:
                 self._raw_bytes += int(self._batch_bytes[upto] - self._batch_bytes[self._attributed])
                 self._attributed = upto
                 data = np.concatenate((self._buf[:, self._pos :], self._buf[:, : self._pos]), axis=1)
+                # the sample that completed the window: the first at or after its last grid point
+                completing = min(int(np.searchsorted(self._batch_t, end_t, side="left")), len(self._batch_t) - 1)
+                assert self._block is not None
+                t_in = self._block.ingest_time(completing)
                 out.append(
                     Window(
                         self._sensor or "",
@@ -215,7 +220,9 @@ class SensorWindows:
                 self._n_raw = self._raw_bytes = 0
 
     def on_eof(self) -> list[Any]:
-        """Incomplete windows are not emitted."""
+        """Incomplete windows are not emitted; their samples are counted as ``window.tail_samples``."""
+        if self._n_raw:
+            self._stats.count("window.tail_samples", self._n_raw)
         return []
 
 

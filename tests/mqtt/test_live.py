@@ -149,6 +149,33 @@ def test_overload_policy_drops_are_counted(broker: Broker, policy: str, blocked:
         part.close()
 
 
+def test_max_samples_stops_the_source_while_messages_keep_coming(broker: Broker) -> None:
+    name = f"limit-{os.urandom(3).hex()}"
+    cfg = MqttSourceConfig(broker=broker.address, template="s/{sensor}", max_samples=3)  # type: ignore[arg-type]
+    stats = flow_stats(name)
+    part = MqttSourcePartition("samples", cfg, name)
+    try:
+        _wait(lambda: stats.counts.get("mqtt.subscriptions", 0) >= 1, 5, "subscribe")
+        import paho.mqtt.publish as publish
+
+        def send(first: int) -> None:
+            publish.multiple([{"topic": "s/a", "payload": json.dumps({"ts": 1e9 + i, "value": i}), "qos": 1}
+                              for i in range(first, first + 5)], hostname="127.0.0.1", port=broker.port)
+
+        send(0)
+        _wait(lambda: len(part._queue) == 5, 5, "five messages")
+        (key, block), = part.next_batch()
+        assert key == "a" and len(block) == 3 and block.t_ins is not None and len(block.t_ins) == 3
+        assert stats.counts["mqtt.after_end"] == 2
+        send(5)  # more traffic after the end must not keep the source alive
+        _wait(lambda: len(part._queue) == 5, 5, "five more messages")
+        with pytest.raises(StopIteration):
+            part.next_batch()
+        assert stats.counts["mqtt.after_end"] == 7
+    finally:
+        part.close()
+
+
 def test_source_broker_killed_and_restarted_with_persistent_session(persistent_broker: Broker, tmp_path: Path) -> None:
     from .mqtt_flows import small_flow
 
