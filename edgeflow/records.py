@@ -7,6 +7,7 @@ datetimes with :func:`to_datetime`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -157,11 +158,20 @@ def parse_timestamp(text: str) -> float:
     1772438400.0
     >>> parse_timestamp("1772438400.5")
     1772438400.5
+    >>> parse_timestamp("nan")
+    Traceback (most recent call last):
+    ...
+    ValueError: timestamp 'nan' is not a finite number
     """
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            msg = f"timestamp {text!r} is not a finite number"
+            raise ValueError(msg)
+        return seconds
     stamp = datetime.fromisoformat(text)
     if stamp.tzinfo is None:
         msg = f"timestamp {text!r} has no timezone; add 'Z' or an offset like '+01:00'"

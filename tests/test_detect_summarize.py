@@ -59,3 +59,13 @@ def test_summaries_close_on_event_time_and_carry_stats() -> None:
     (last,) = summary.on_batch(items[4:]) + summary.on_eof()
     assert last.record["anomaly"] and last.record["anomalous_windows"] == 1
     assert last.record["interval"] == ["1970-01-01T00:00:10+00:00", "1970-01-01T00:00:20+00:00"]
+
+
+def test_ewma_flags_an_outlier_right_after_warmup() -> None:
+    rng = np.random.default_rng(2)
+    for alpha in (0.0, 0.02):
+        state = ZScoreState(DetectorConfig(warmup=50, threshold=5.0, alpha=alpha), "d", reset_stats("t-w"))
+        for x in rng.normal(0.0, 1.0, size=(50, 2)):
+            state.score(x)
+        z, flagged = state.score(np.array([10.0, 0.0]))
+        assert flagged and z > 7, (alpha, z)

@@ -64,17 +64,19 @@ def test_bad_rows_become_dead_letters_and_the_rest_flows(tmp_path: Path) -> None
     lines.insert(20, "2026-01-01T00:00:00.195000+00:00,a,nan")
     lines.insert(30, "not-a-time,a,1.0")
     lines.insert(40, "2026-01-01T00:00:00.395000+00:00,a,abc")
+    lines.insert(50, "nan,a,1.0")
     path.write_text("\n".join(lines) + "\n")
     result = run_capture(_summary_flow(path, "bad-rows"))
     reasons = [d["reason"] for d in result.dead_letters]
-    assert len(reasons) == 4
+    assert len(reasons) == 5
     assert "line 11: timestamp '2026-01-01T00:00:00.095000' has no timezone" in reasons[0]
     assert "non-finite value" in reasons[1]
     assert "Invalid isoformat string" in reasons[2]
     assert "could not convert string to float: 'abc'" in reasons[3]
+    assert "timestamp 'nan' is not a finite number" in reasons[4]
     assert all(d["step"] == "samples" for d in result.dead_letters)
     assert result.report.stats.samples_in == 200
-    assert result.report.stats.dead_letters == 4
+    assert result.report.stats.dead_letters == 5
     assert sum(s["samples"] for s in result.only()) > 150
 
 

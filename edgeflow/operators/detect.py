@@ -68,7 +68,8 @@ class ZScoreState:
             self._mean += delta / self._n
             self._m2 += delta * (x - self._mean)
             return 0.0, False
-        var = self._m2 / (self._n - 1) if cfg.alpha == 0 else self._m2
+        # until the first normal window after warmup, _m2 still holds Welford's sum of squares
+        var = self._m2 / (self._n - 1) if cfg.alpha == 0 or self._n == cfg.warmup else self._m2
         std = np.maximum(np.sqrt(var), cfg.min_std * np.abs(self._mean) + 1e-9)
         z = float(np.max(np.abs(x - self._mean) / std))
         anomaly = z > cfg.threshold

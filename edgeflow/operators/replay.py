@@ -159,7 +159,7 @@ class _ReplayPartition(StatefulSourcePartition[tuple[str, Any], int]):
         except ValueError:
             return None
         sensors = np.array(columns[self._i_sensor], dtype=str)
-        if not np.isfinite(values).all() or (sensors == "").any():
+        if not (np.isfinite(values).all() and np.isfinite(ts).all()) or (sensors == "").any():
             return None
         nbytes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
         return _Chunk(ts, sensors, values, nbytes)
@@ -196,6 +196,8 @@ class _ReplayPartition(StatefulSourcePartition[tuple[str, Any], int]):
     ) -> Sample | DeadLetter:
         if not sensor:
             return self._dead(line, "empty sensor id", raw)
+        if not math.isfinite(ts):
+            return self._dead(line, f"timestamp {ts!r} is not a finite number", raw)
         if not all(map(math.isfinite, values)):
             return self._dead(line, f"non-finite value in {values}", raw)
         return Sample(ts, sensor, values, nbytes, 0)
