@@ -7,7 +7,7 @@ only when the broker acknowledges it (PUBACK for QoS 1; written to the socket
 for QoS 0). While the broker is away the outbox grows up to ``capacity``; when
 it returns the backlog drains in order (alerts first with ``alerts_first``),
 before newer messages. A file outbox survives a restart and drains on the next
-start. Delivery is at least once: a message in flight when the process stops
+start. Delivery is at least once at QoS 1: a message in flight when the process stops
 is sent again after the restart.
 
 The client runs without paho's network thread. The worker publishes itself, so a
@@ -118,6 +118,8 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
             _log.info("%s: %d messages waiting in %s from a previous run", step_id, len(self._spool), spool)
         self._io = threading.Lock()  # held for every paho call: the client has no network thread of its own
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq; under _io
+        self._qos0_in_flight: set[int] = set()  # mids of QoS 0 messages not yet written to the socket
+        self._rescan = False  # read the outbox from its start next time (rows behind in-flight ones need sending)
         self._acked: deque[int] = deque()  # mids, appended in paho callbacks
         self._connected = False
         self._stop = threading.Event()
@@ -144,9 +146,17 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         if self._connected:
             self._stats.count("mqtt.sink_disconnects")
         self._connected = False
+        # paho re-sends unacknowledged QoS 1 messages after a reconnect but drops unwritten QoS 0 ones:
+        # forget those so their outbox rows are published again
+        for mid in self._qos0_in_flight:
+            self._inflight.pop(mid, None)
+        if self._qos0_in_flight:
+            self._qos0_in_flight.clear()
+            self._rescan = True
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason_code: Any, _props: Any) -> None:
         self._acked.append(mid)
+        self._qos0_in_flight.discard(mid)
 
     # worker and forwarder ------------------------------------------------
     def _topic_for(self, sensor: str, alert: bool) -> str:
@@ -210,12 +220,17 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         if not self._connected or room <= 0 or len(self._spool) <= len(self._inflight):
             return
         inflight = set(self._inflight.values())
-        for row in self._spool.next_rows(room, skip=inflight, after=max(inflight, default=0)):
+        after = 0 if self._rescan else max(inflight, default=0)
+        self._rescan = False
+        for row in self._spool.next_rows(room, skip=inflight, after=after):
             info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
             if info.rc != 0 and row.qos == 0:  # not sent and not queued by paho: retry later
+                self._rescan = True
                 break
             # QoS 1 without a connection stays queued in paho and is sent on reconnect
             self._inflight[info.mid] = row.seq
+            if row.qos == 0 and not info.is_published():
+                self._qos0_in_flight.add(info.mid)
 
     def _reconnect(self) -> bool:
         with self._io:
@@ -269,7 +284,7 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         self._stop.set()
         self._io_thread.join(timeout=2.0)
         with self._io:
-            self._pump()  # settle late acknowledgements
+            self._settle()  # late acknowledgements; publishing now would only send duplicates after a restart
             left = len(self._spool)
             if left:
                 self._stats.count("mqtt.sink_left_in_spool", left)

@@ -116,7 +116,7 @@ class Spool:
             if self._order == "seq":
                 cur = self._db.execute(
                     "SELECT seq, topic, payload, qos, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after, limit + len(skip)),
+                    (after, limit + sum(1 for seq in skip if seq > after)),
                 )
             else:
                 cur = self._db.execute(

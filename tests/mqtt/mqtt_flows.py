@@ -19,6 +19,7 @@ def small_flow(
     drain_timeout_s: float = 5.0,
     dead_letters: str | None = None,
     clean_session: bool = True,
+    uplink_qos: int = 1,
 ) -> Flow:
     """MQTT (or replay) -> 64-point windows -> rms/std -> z-score -> 1 s summaries -> JSONL (+ MQTT uplink)."""
     flow = Flow(name, dead_letter_path=dead_letters)
@@ -34,6 +35,7 @@ def small_flow(
     scores = eo.zscore_detector("detect", eo.features("feat", windows, ["rms", "std"]), threshold=6.0, warmup=5)
     summaries = eo.summarize("summary", scores, every_s=1, sink=eo.jsonl(out))
     if uplink is not None:
-        sink = eo.mqtt_sink("test/{sensor}/{kind}", broker=uplink, spool=spool, drain_timeout_s=drain_timeout_s)
+        sink = eo.mqtt_sink("test/{sensor}/{kind}", broker=uplink, spool=spool, drain_timeout_s=drain_timeout_s,
+                            qos=uplink_qos)
         eo.output("uplink", summaries, sink)
     return flow
