@@ -23,6 +23,8 @@ refused before the runtime sees it.
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import time
@@ -574,9 +576,12 @@ class LiteRTModelHandler:
             return None
         return self.swap()
 
-    @staticmethod
-    def _watched(source: Path, current: _Loaded) -> _Stamp:
-        """Stamp of *source* and of the model file it named when *current* was loaded."""
-        if source == current.info.path:
+    def _watched(self, source: Path, current: _Loaded) -> _Stamp:
+        """Stamp of *source* and of the model file it names now (so a file landing after its manifest counts)."""
+        if source == current.info.path or source.suffix != ".json":
             return _stamp(source, source)
-        return _stamp(source, current.info.path if source.suffix == ".json" else source)
+        named = current.info.path
+        with contextlib.suppress(Exception):  # an unreadable manifest: watch the old file; loading will explain
+            manifest = load_manifest(source)
+            named = source.parent / manifest.variants[self.variant or manifest.default].file
+        return _stamp(source, named)

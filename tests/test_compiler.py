@@ -134,6 +134,13 @@ def test_normalisation_file_is_checked_at_compile_time_and_applied(tmp_path) -> 
     ):
         compile_flow(flow)
 
+    stats.write_text(json.dumps({"names": ["rms"], "mean": [0.2, 0.3], "std": [0.01]}))
+    flow = Flow("norm-short")
+    w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)
+    eo.output("out", eo.features("feat", w, ["rms"], normalize=stats), eo.stdout())
+    with pytest.raises(FlowValidationError, match="it has 2 means and 1 standard deviations for 1 features"):
+        compile_flow(flow)
+
     stats.write_text(json.dumps({"names": ["rms"], "mean": [0.2], "std": [0.01]}))
     flow = Flow("norm-ok")
     w = eo.window("win", eo.replay("samples", flow, REC), rate_hz=500, size=256, hop=64)

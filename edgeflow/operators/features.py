@@ -271,8 +271,11 @@ def load_normalization(path: Path, names: tuple[str, ...]) -> tuple[np.ndarray, 
     if tuple(stats["names"]) != names:
         msg = f"its feature names {stats['names']} differ from this step's {list(names)}"
         raise ValueError(msg)
-    std = np.asarray(stats["std"], dtype=np.float64)
-    return np.asarray(stats["mean"], dtype=np.float64), np.where(std > 0, std, 1.0)
+    mean, std = np.asarray(stats["mean"], dtype=np.float64), np.asarray(stats["std"], dtype=np.float64)
+    if mean.shape != (len(names),) or std.shape != (len(names),):
+        msg = f"it has {mean.size} means and {std.size} standard deviations for {len(names)} features"
+        raise ValueError(msg)
+    return mean, np.where(std > 0, std, 1.0)
 
 
 def features(

@@ -140,3 +140,25 @@ def test_missing_runtime_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(ImportError, match=r"pip install 'edgeflow\[infer\]'"):
         LiteRTModelHandler(MANIFEST).load_model()
+
+
+def test_update_whose_manifest_lands_before_its_model_file_is_picked_up_later(tmp_path: Path) -> None:
+    import shutil
+    import time
+
+    folder = tmp_path / "m"
+    shutil.copytree(MODEL_DIR, folder)
+    handler = LiteRTModelHandler(folder / "manifest.json")
+    old = handler.load_model().model_id
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["variants"]["int8"]["file"] = "new_model_int8.tflite"
+    manifest["version"] = "1.0.1"
+    time.sleep(0.02)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="new_model_int8.tflite"):
+        handler.refresh(0.0)
+    assert handler.refresh(0.0) is None  # the same broken update is not retried over and over
+    time.sleep(0.02)
+    shutil.copy(folder / "model_int8.tflite", folder / "new_model_int8.tflite")
+    info = handler.refresh(0.0)
+    assert info is not None and info.version == "1.0.1" and info.model_id != old
