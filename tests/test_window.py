@@ -7,12 +7,12 @@ import pytest
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.metrics import flow_stats, reset_stats
-from edgeflow.operators.window import SensorWindows, WindowConfig
+from edgeflow.operators.window import SensorAdmission, SensorWindows, WindowConfig
 from edgeflow.records import DeadLetter, Sample, Window
 
 
-def _state(cfg: WindowConfig, admitted: set[str] | None = None, name: str = "t-win") -> SensorWindows:
-    return SensorWindows("win", cfg, 1, set() if admitted is None else admitted, reset_stats(name))
+def _state(cfg: WindowConfig, admitted: SensorAdmission | None = None, name: str = "t-win") -> SensorWindows:
+    return SensorWindows("win", cfg, 1, admitted or SensorAdmission(cfg.max_sensors), reset_stats(name))
 
 
 def _samples(times: np.ndarray, values: np.ndarray, sensor: str = "s") -> list[Sample]:
@@ -76,7 +76,7 @@ def test_late_and_duplicate_samples_become_dead_letters() -> None:
 
 def test_sensor_bound_sends_extra_sensors_to_dead_letters() -> None:
     cfg = WindowConfig(rate_hz=10, size=4, hop=4, max_sensors=2)
-    admitted: set[str] = set()
+    admitted = SensorAdmission(cfg.max_sensors)
     for name in ("a", "b"):
         assert not any(
             isinstance(x, DeadLetter)

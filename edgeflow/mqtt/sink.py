@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,9 @@ def _t_in(item: Any) -> int | None:
 class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
     """One worker's MQTT connection and outbox."""
 
-    def __init__(self, step_id: str, cfg: MqttSinkConfig, flow_name: str, spool: str, client_id: str) -> None:
+    def __init__(
+        self, step_id: str, cfg: MqttSinkConfig, flow_name: str, spool: str, client_id: str, adopt: Sequence[Path] = ()
+    ) -> None:
         self._cfg = cfg
         self._step_id = step_id
         self._flow = flow_name
@@ -113,6 +116,10 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         self._alert_topic = TopicTemplate(cfg.alert_topic or cfg.topic, key="{topic}")
         self._topics: dict[tuple[str, bool], str] = {}
         self._spool = Spool(spool, cfg.capacity, cfg.overflow, alerts_first=cfg.alerts_first)
+        for orphan in adopt:
+            moved = self._spool.adopt(orphan)
+            self._stats.count("mqtt.sink_adopted", moved)
+            _log.info("%s: took over %d messages from %s (left by a run with other workers)", step_id, moved, orphan)
         if len(self._spool):
             self._stats.count("mqtt.sink_backlog_at_start", len(self._spool))
             _log.info("%s: %d messages waiting in %s from a previous run", step_id, len(self._spool), spool)
@@ -306,4 +313,12 @@ class MqttSink(DynamicSink[tuple[str, Any]]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> MqttSinkPartition:
         spool = ":memory:" if self.cfg.spool is None else str(worker_path(self.cfg.spool, worker_index, worker_count))
         client_id = self.cfg.client_id or f"edgeflow-{self.flow_name}-{self.step_id}-w{worker_index}-{unique_suffix()}"
-        return MqttSinkPartition(self.step_id, self.cfg, self.flow_name, spool, client_id)
+        adopt = _orphaned_outboxes(self.cfg.spool, worker_count) if self.cfg.spool and worker_index == 0 else []
+        return MqttSinkPartition(self.step_id, self.cfg, self.flow_name, spool, client_id, adopt)
+
+
+def _orphaned_outboxes(spool: Path, worker_count: int) -> list[Path]:
+    """Outbox files of this sink that no current worker owns (the last run had more or fewer workers)."""
+    owned = {worker_path(spool, i, worker_count) for i in range(worker_count)}
+    siblings = [spool, *sorted(spool.parent.glob(f"{spool.stem}.w*{spool.suffix}"))]
+    return [path for path in siblings if path.is_file() and path not in owned]

@@ -136,6 +136,21 @@ class Spool:
             self._db.execute("COMMIT")
             self._count -= cur.rowcount
 
+    def adopt(self, other: str | Path) -> int:
+        """Move every message of another outbox file to the end of this one, in its order; return how many.
+
+        A run with fewer workers than the last one adopts the outboxes no worker owns any more.
+        """
+        source = sqlite3.connect(str(other))
+        try:
+            rows = source.execute("SELECT topic, payload, qos, retain, prio FROM outbox ORDER BY seq").fetchall()
+        finally:
+            source.close()
+        self.put((topic, bytes(payload), qos, bool(retain), prio) for topic, payload, qos, retain, prio in rows)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{other}{suffix}").unlink(missing_ok=True)
+        return len(rows)
+
     def __len__(self) -> int:
         return self._count
 

@@ -7,12 +7,14 @@ window of the newest ``size`` points is emitted. A time window
 longer than ``max_gap_s`` resets the sensor's buffer (no interpolation across
 it) and is counted; a sample not newer than the previous one of its sensor is
 a dead letter. Work per sample is O(1) amortized and memory per sensor is
-``channels x size`` float32; at most ``max_sensors`` sensors are admitted.
+``channels x size`` float32; at most ``max_sensors`` sensors are admitted per
+process and run (each process of a cluster counts the sensors routed to it).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from edgeflow.graph import Schema, Step, Stream, build_config
 from edgeflow.metrics import FlowStats, flow_stats
 from edgeflow.records import DeadLetter, Sample, SampleBlock, Window
 
-__all__ = ["SensorWindows", "WindowConfig", "window"]
+__all__ = ["SensorAdmission", "SensorWindows", "WindowConfig", "window"]
 
 
 class WindowConfig(BaseModel):
@@ -71,22 +73,48 @@ class WindowConfig(BaseModel):
         return size, hop
 
 
+class SensorAdmission:
+    """The sensors a window step has taken on in this process, up to a bound (thread-safe).
+
+    >>> gate = SensorAdmission(1)
+    >>> gate.admit("a"), gate.admit("a"), gate.admit("b")
+    (True, True, False)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._sensors: set[str] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, sensor: str) -> bool:
+        """Whether *sensor* may have state (already has, or there is room)."""
+        with self._lock:
+            if sensor in self._sensors:
+                return True
+            if len(self._sensors) >= self._limit:
+                return False
+            self._sensors.add(sensor)
+            return True
+
+
 class SensorWindows:
     """Ring buffer and resampler for one sensor (the state of one key).
 
     >>> cfg = WindowConfig(rate_hz=10, size=4, hop=2, max_gap_s=1.0)
-    >>> state = SensorWindows("w", cfg, 1, set(), flow_stats("doc-win"))
+    >>> state = SensorWindows("w", cfg, 1, SensorAdmission(10), flow_stats("doc-win"))
     >>> samples = [Sample(t / 10, "s", (float(t),), 10, 0) for t in range(8)]
     >>> [w.data[0].tolist() for w in state.on_batch(samples)]
     [[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0], [4.0, 5.0, 6.0, 7.0]]
     """
 
-    def __init__(self, step_id: str, cfg: WindowConfig, channels: int, admitted: set[str], stats: FlowStats) -> None:
+    def __init__(
+        self, step_id: str, cfg: WindowConfig, channels: int, admission: SensorAdmission, stats: FlowStats
+    ) -> None:
         self._step_id = step_id
         self._cfg = cfg
         self._rate = cfg.rate_hz
         self._size, self._hop = cfg.points
-        self._admitted = admitted
+        self._admission = admission
         self._stats = stats
         self._buf = np.zeros((channels, self._size), dtype=np.float32)
         self._pos = 0
@@ -107,10 +135,7 @@ class SensorWindows:
 
     def _admit(self, sensor: str) -> None:
         self._sensor = sensor
-        if sensor not in self._admitted and len(self._admitted) >= self._cfg.max_sensors:
-            self._rejected = True
-        else:
-            self._admitted.add(sensor)
+        self._rejected = not self._admission.admit(sensor)
 
     def on_batch(self, items: list[Sample | SampleBlock]) -> list[Any]:
         """Take one sensor's samples (single or in blocks) in arrival order; return windows and dead letters."""
@@ -257,7 +282,7 @@ def window(
         max_sensors=max_sensors,
     )
     flow = up.flow
-    admitted: set[str] = set()
+    admission: list[SensorAdmission] = []  # made anew at each compile, so every run starts empty
     channels: list[int] = []
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
@@ -266,10 +291,11 @@ def window(
                 step_id, "up", inputs[0].kind, "window takes samples", hint="put it after a source"
             )
         channels[:] = [len(inputs[0].channels)]
+        admission[:] = [SensorAdmission(cfg.max_sensors)]
         return Schema("windows", channels=inputs[0].channels, rate_hz=cfg.rate_hz, window_size=cfg.points[0])
 
     def logic() -> SensorWindows:
-        return SensorWindows(step_id, cfg, channels[0], admitted, flow_stats(flow.name))
+        return SensorWindows(step_id, cfg, channels[0], admission[0], flow_stats(flow.name))
 
     return flow.add_step(
         Step(step_id, "window", "keyed", (up.step_id,), cfg, schema=schema, logic=logic, can_fail=True)

@@ -322,3 +322,24 @@ def test_record_captures_what_publish_plays(broker: Broker, tmp_path: Path) -> N
     assert got == by_sensor  # each sensor's samples, exactly and in order
     _, again = read_recording(out)
     assert sum(1 for _ in again) == 3000  # the recording replays
+
+
+def test_outbox_left_by_a_run_with_more_workers_is_taken_over(broker: Broker, tmp_path: Path) -> None:
+    from edgeflow.mqtt.sink import MqttSink, MqttSinkConfig
+    from edgeflow.mqtt.spool import Spool
+
+    spool = tmp_path / "outbox.sqlite"
+    orphan = Spool(tmp_path / "outbox.w1.sqlite", capacity=100)  # what worker 1 of a 2-worker run left behind
+    orphan.put([(f"left/{i}", f"m{i}".encode(), 1, False, 0) for i in range(3)])
+    orphan.close()
+    got = Collector(broker.address, "left/#")
+    cfg = MqttSinkConfig.model_validate({"broker": broker.address, "spool": spool, "drain_timeout_s": 5})
+    name = f"adopt-{os.urandom(3).hex()}"
+    part = MqttSink("uplink", cfg, name).build("uplink", 0, 1)
+    try:
+        assert [payload for _t, payload in got.wait_for(3)] == [b"m0", b"m1", b"m2"]
+    finally:
+        part.close()
+        got.close()
+    assert flow_stats(name).counts["mqtt.sink_adopted"] == 3
+    assert not (tmp_path / "outbox.w1.sqlite").exists()
