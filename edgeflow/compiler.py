@@ -164,21 +164,26 @@ def _topological_order(flow: Flow) -> list[Step]:
     return order
 
 
-def _check_connected(flow: Flow, order: list[Step]) -> None:
+def _consumers(order: list[Step]) -> dict[str, list[str]]:
+    consumers: dict[str, list[str]] = {step.step_id: [] for step in order}
+    for step in order:
+        for src in step.inputs:
+            consumers[src].append(step.step_id)
+    return consumers
+
+
+def _check_connected(flow: Flow, order: list[Step], consumers: dict[str, list[str]]) -> None:
     if not any(step.kind == "source" for step in order):
         raise FlowValidationError(
             flow.name, None, None, "the flow has no source", hint="start with e.g. eo.replay(...)"
         )
-    consumers: dict[str, int] = {step.step_id: 0 for step in order}
     for step in order:
-        for src in step.inputs:
-            consumers[src] += 1
         if step.kind != "source" and not step.inputs:
             raise FlowValidationError(
                 step.step_id, "inputs", [], "the step has no input", hint="connect it to a stream"
             )
     for step in order:
-        if step.kind != "sink" and consumers[step.step_id] == 0:
+        if step.kind != "sink" and not consumers[step.step_id]:
             raise FlowValidationError(
                 step.step_id,
                 None,
@@ -209,16 +214,13 @@ def _fuse(order: list[Step], consumers: dict[str, list[str]]) -> list[Stage]:
 def compile_flow(flow: Flow) -> CompiledFlow:
     """Check *flow* and plan its engine steps; raise :class:`FlowValidationError` if it cannot run."""
     order = _topological_order(flow)
-    _check_connected(flow, order)
+    consumers = _consumers(order)
+    _check_connected(flow, order, consumers)
     schemas: dict[str, Schema] = {}
     for step in order:
         if step.check is not None:
             step.check()
         schemas[step.step_id] = step.schema(tuple(schemas[src] for src in step.inputs))
-    consumers: dict[str, list[str]] = {step.step_id: [] for step in order}
-    for step in order:
-        for src in step.inputs:
-            consumers[src].append(step.step_id)
     return CompiledFlow(flow, tuple(order), schemas, tuple(_fuse(order, consumers)))
 
 

@@ -17,7 +17,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from edgeflow.metrics import flow_stats
 from edgeflow.records import DeadLetter, Scored, Window, to_datetime
 
-__all__ = ["DeadLetterSink", "JsonlSink", "StdoutSink", "to_json", "worker_path"]
+__all__ = ["DeadLetterSink", "JsonlSink", "StdoutSink", "ingest_time", "to_json", "worker_path"]
 
 
 def to_json(item: Any) -> dict[str, Any]:
@@ -50,7 +50,8 @@ def _window_json(w: Window) -> dict[str, Any]:
     return out
 
 
-def _t_in(item: Any) -> int | None:
+def ingest_time(item: Any) -> int | None:
+    """The ingest time (perf_counter_ns) an output's latency runs from, if it has one."""
     if isinstance(item, Scored):
         return item.window.t_in
     return getattr(item, "t_in", None)
@@ -80,7 +81,7 @@ class _WriterPartition(StatelessSinkPartition[tuple[str, Any]]):
         lines = []
         for _key, item in items:
             lines.append(self._render(item))
-            t_in = _t_in(item)
+            t_in = ingest_time(item)
             if t_in:
                 self._stats.latency.record(now - t_in)
         text = "".join(lines)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,9 @@ def run_capture(flow: Flow | str, *, workers: int = 1) -> Capture:
     sinks["dead_letters"] = TestingSink(dead)
     report = run(flow, workers=workers, sinks=sinks)
     outputs = {step_id: [to_json(item) for _key, item in items] for step_id, items in captured.items()}
+    # captured outputs never reach a real sink: count the bytes they would have sent, as JSON lines
+    sent = sum(len(json.dumps(record, separators=(",", ":"))) + 1 for records in outputs.values() for record in records)
+    report.stats.add(items_out=sum(map(len, outputs.values())), bytes_out=sent)
     return Capture(outputs, [letter.to_json() for _key, letter in dead], report)
 
 

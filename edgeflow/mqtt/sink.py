@@ -39,8 +39,7 @@ from edgeflow.metrics import FlowStats, flow_stats
 from edgeflow.mqtt.client import BrokerConfig, configure_connect, make_client, unique_suffix
 from edgeflow.mqtt.spool import OverflowPolicy, Spool
 from edgeflow.mqtt.topics import TopicTemplate
-from edgeflow.records import Scored
-from edgeflow.sinks import to_json, worker_path
+from edgeflow.sinks import ingest_time, to_json, worker_path
 
 __all__ = ["MqttSink", "MqttSinkConfig", "MqttSinkPartition"]
 
@@ -94,12 +93,6 @@ class MqttSinkConfig(BaseModel):
 
 def _is_alert(record: dict[str, Any]) -> bool:
     return record.get("anomaly") is True
-
-
-def _t_in(item: Any) -> int | None:
-    if isinstance(item, Scored):
-        return item.window.t_in
-    return getattr(item, "t_in", None)
 
 
 class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
@@ -186,7 +179,7 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
             nbytes += len(payload)
             rows.append((self._topic_for(str(record.get("sensor", key)), alert), payload, self._cfg.qos,
                          self._cfg.retain, int(alert)))
-            t_in = _t_in(item)
+            t_in = ingest_time(item)
             if t_in:
                 self._stats.latency.record(now - t_in)
         dropped = self._spool.put(rows)

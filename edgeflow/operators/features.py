@@ -154,7 +154,7 @@ class FeatureExtractor:
             if size % 2 == 0:
                 scale[-1] /= 2
             self._psd_scale = scale * (rate_hz / size)
-        self._normalize = normalize
+        self.normalization = normalize
         self._steps = self._plan()
 
     def _plan(self) -> list[Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]]:
@@ -200,13 +200,13 @@ class FeatureExtractor:
         for j, step in enumerate(self._steps):
             vec[:, j] = step(cache, x)
         out = vec.reshape(k, channels * len(self._steps))
-        if self._normalize is not None:
-            out = (out - self._normalize[0]) / self._normalize[1]
+        if self.normalization is not None:
+            out = (out - self.normalization[0]) / self.normalization[1]
         return out.astype(np.float32)
 
 
-# Hot path: one window per call, so each helper avoids numpy's slower conveniences
-# (ndarray.mean, np.percentile, np.errstate) and shares work through ``cache``.
+# Hot path: each helper avoids numpy's slower conveniences (ndarray.mean, np.percentile,
+# np.errstate) and shares work with the others through ``cache``.
 
 
 def _mean(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -317,8 +317,7 @@ def features(
                 norm = load_normalization(cfg.normalize, fx.names)
             except (OSError, ValueError, KeyError) as exc:
                 raise FlowValidationError(step_id, "normalize", str(cfg.normalize), str(exc)) from None
-            fx = FeatureExtractor(cfg.names, channels=win.channels, size=win.window_size, rate_hz=win.rate_hz,
-                                  fft_window=cfg.fft_window, normalize=norm)
+            fx.normalization = norm
         extractor[:] = [fx]
         return win.but(features=fx.names)
 

@@ -1,8 +1,9 @@
 """Run a (quantized) model on each window's feature vector and emit anomaly scores.
 
-The step is keyed: each sensor's windows that arrive together run through the
-model as one batch (one interpreter invoke for up to ``max_batch`` windows), and
-a lone window runs at once; nothing is ever held back waiting for company.
+The step is a stateless batch step: all windows that arrive together, from every
+sensor, run through the model as one batch (one interpreter invoke for up to
+``max_batch`` windows), fused with the features step before it; a lone window
+runs at once, nothing is ever held back waiting for company.
 Inputs are normalised as the model's manifest says, quantized with the model's
 own scale and zero point, and the outputs dequantized (see
 :mod:`edgeflow.model`). Every :class:`~edgeflow.records.Scored` carries the

@@ -82,6 +82,7 @@ class IntervalSummary:
         self._raw_bytes = 0
         self._anomalous = 0
         self._scores: list[float] = []
+        self._max_score = 0.0
         self._max_at = 0.0
         self._fmin: np.ndarray | None = None
         self._fmax: np.ndarray | None = None
@@ -109,8 +110,8 @@ class IntervalSummary:
         self._samples += w.n_raw
         self._raw_bytes += w.raw_bytes
         self._anomalous += item.anomaly
-        if not self._scores or item.score > max(self._scores):
-            self._max_at = w.end
+        if not self._scores or item.score > self._max_score:
+            self._max_score, self._max_at = item.score, w.end
         self._scores.append(item.score)
         if w.features is not None:
             f = w.features.astype(np.float64)
