@@ -24,7 +24,6 @@ refused before the runtime sees it.
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import json
 import time

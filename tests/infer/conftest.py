@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from .infer_support import MODEL_DIR, RECORDING, load_build_module
 
 

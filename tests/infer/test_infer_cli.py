@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .infer_support import MANIFEST
 from typer.testing import CliRunner
 
 from edgeflow.cli import app
 from edgeflow.model import load_manifest
+
+from .infer_support import MANIFEST
 
 runner = CliRunner()
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from .infer_support import MANIFEST, RECORDING
 
 import edgeflow.operators as eo
 from edgeflow import Flow
@@ -15,6 +14,8 @@ from edgeflow.model import load_manifest
 from edgeflow.records import Window
 from edgeflow.testing import Capture, run_capture
 from flows.pump_int8 import add_features, make_flow
+
+from .infer_support import MANIFEST, RECORDING
 
 FAULTS = {("pump-2", "08:00:20"), ("pump-3", "08:00:40"), ("pump-4", "08:00:50")}
 

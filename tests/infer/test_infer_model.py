@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from .infer_support import MANIFEST, MODEL_DIR
 
 from edgeflow.model import LiteRTModelHandler, ModelLoadError, TensorSpec, load_manifest
+
+from .infer_support import MANIFEST, MODEL_DIR
 
 # Tolerances of the int8 model against its float32 twin (same pruned weights, no quantization), stated here
 # and in docs/inference.md. One output quantization step is ~0.033 (see `edgeflow model info`).

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from .infer_support import MANIFEST, MODEL_DIR, RECORDING
 
 import edgeflow.operators as eo
 from edgeflow import Flow, FlowValidationError, Stream
 from edgeflow.compiler import compile_flow
 from flows.pump_int8 import add_features
+
+from .infer_support import MANIFEST, MODEL_DIR, RECORDING
 
 
 def _flow(feature_names: list[str] | None = None, **infer_settings: object) -> Flow:

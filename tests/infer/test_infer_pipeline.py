@@ -8,9 +8,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from .infer_support import MANIFEST, MODEL_DIR
 
 from edgeflow.model import LiteRTModelHandler, load_manifest, sha256_of
+
+from .infer_support import MANIFEST, MODEL_DIR
 
 
 def test_committed_files_match_their_manifest() -> None:

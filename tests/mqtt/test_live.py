@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from .mqtt_support import RECORDING, ROOT, Broker, Collector, FlowThread, _free_port
 from typer.testing import CliRunner
 
 import edgeflow.operators as eo
@@ -25,6 +24,8 @@ from edgeflow.metrics import flow_stats
 from edgeflow.mqtt.codecs import PayloadError, make_codec
 from edgeflow.mqtt.player import publish_recording, read_recording, record
 from edgeflow.mqtt.source import MqttSourceConfig, MqttSourcePartition
+
+from .mqtt_support import RECORDING, ROOT, Broker, Collector, FlowThread, _free_port
 
 TEMPLATE = "plant/line1/{sensor}/accel"
 
