@@ -51,7 +51,7 @@ def _window_json(w: Window) -> dict[str, Any]:
 
 
 def ingest_time(item: Any) -> int | None:
-    """The ingest time (perf_counter_ns) an output's latency runs from, if it has one."""
+    """Return the ingest time (perf_counter_ns) an output's latency runs from, if it has one."""
     if isinstance(item, Scored):
         return item.window.t_in
     return getattr(item, "t_in", None)

@@ -120,5 +120,6 @@ def test_progress_lines_while_a_paced_run_goes_on(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     ticks = [line for line in done.stderr.splitlines() if "samples" in line and "/s" in line and "p99" in line]
     assert len(ticks) >= 2  # 60 s of data at 20x: about three seconds of progress
-    counts = [int(line.split()[0].replace(",", "")) for line in ticks[:-1] if line.split()[0].replace(",", "").isdigit()]
+    firsts = [line.split()[0].replace(",", "") for line in ticks]
+    counts = [int(n) for n in firsts if n.isdigit()]
     assert counts == sorted(counts) and counts[-1] > 0

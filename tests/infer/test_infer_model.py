@@ -156,7 +156,7 @@ def test_update_whose_manifest_lands_before_its_model_file_is_picked_up_later(tm
     manifest["version"] = "1.0.1"
     time.sleep(0.02)
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelLoadError, match="new_model_int8.tflite"):
+    with pytest.raises(ModelLoadError, match=r"new_model_int8\.tflite"):
         handler.refresh(0.0)
     assert handler.refresh(0.0) is None  # the same broken update is not retried over and over
     time.sleep(0.02)
