@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 
 from edgeflow.metrics import FlowStats, flow_stats
 from edgeflow.mqtt.client import BrokerConfig, configure_connect, make_client, unique_suffix
-from edgeflow.mqtt.spool import OverflowPolicy, Spool
+from edgeflow.mqtt.spool import OverflowPolicy, open_spool
 from edgeflow.mqtt.topics import TopicTemplate
 from edgeflow.sinks import ingest_time, to_json, worker_path
 
@@ -108,7 +108,7 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         self._topic = TopicTemplate(cfg.topic, key="{topic}")
         self._alert_topic = TopicTemplate(cfg.alert_topic or cfg.topic, key="{topic}")
         self._topics: dict[tuple[str, bool], str] = {}
-        self._spool = Spool(spool, cfg.capacity, cfg.overflow, alerts_first=cfg.alerts_first)
+        self._spool = open_spool(spool, cfg.capacity, cfg.overflow, alerts_first=cfg.alerts_first)
         for orphan in adopt:
             moved = self._spool.adopt(orphan)
             self._stats.count("mqtt.sink_adopted", moved)

@@ -146,3 +146,29 @@ def test_spool_orders_survives_reopen_and_counts_overflow(tmp_path) -> None:  # 
     first = again.next_rows(1)
     assert [r.payload for r in again.next_rows(10, skip={first[0].seq})] == [b"c", b"e"]
     again.close()
+
+
+@pytest.mark.parametrize("alerts_first", [False, True])
+@pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
+def test_memory_outbox_behaves_like_the_sqlite_one(tmp_path, overflow, alerts_first) -> None:  # type: ignore[no-untyped-def]
+    from edgeflow.mqtt.spool import MemorySpool
+
+    disk = Spool(tmp_path / "o.sqlite", capacity=4, overflow=overflow, alerts_first=alerts_first)
+    memory = MemorySpool(capacity=4, overflow=overflow, alerts_first=alerts_first)
+    script = [
+        [("t", b"a", 1, False, 0), ("t", b"b", 1, False, 1), ("t", b"c", 1, False, 0)],
+        [("t", b"d", 1, False, 1), ("t", b"e", 1, False, 0), ("t", b"f", 1, False, 0)],
+        [("t", bytes([65 + i]), 1, False, i % 2) for i in range(6)],  # more than the capacity at once
+    ]
+    for rows in script:
+        assert memory.put(rows) == disk.put(rows)
+        want = [(r.payload, r.seq) for r in disk.next_rows(10)]
+        assert [(r.payload, r.seq) for r in memory.next_rows(10)] == want
+        first = disk.next_rows(1)[0].seq
+        assert [r.payload for r in memory.next_rows(10, skip={first}, after=0)] == [
+            r.payload for r in disk.next_rows(10, skip={first}, after=0)
+        ]
+        memory.ack([first])
+        disk.ack([first])
+        assert len(memory) == len(disk)
+    disk.close()
