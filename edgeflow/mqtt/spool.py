@@ -141,14 +141,8 @@ class Spool:
 
         A run with fewer workers than the last one adopts the outboxes no worker owns any more.
         """
-        source = sqlite3.connect(str(other))
-        try:
-            rows = source.execute("SELECT topic, payload, qos, retain, prio FROM outbox ORDER BY seq").fetchall()
-        finally:
-            source.close()
-        self.put((topic, bytes(payload), qos, bool(retain), prio) for topic, payload, qos, retain, prio in rows)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{other}{suffix}").unlink(missing_ok=True)
+        rows = _take_outbox_file(other)
+        self.put(rows)
         return len(rows)
 
     def __len__(self) -> int:
@@ -160,6 +154,18 @@ class Spool:
             if self.path != ":memory:":
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+
+
+def _take_outbox_file(path: str | Path) -> list[tuple[str, bytes, int, bool, int]]:
+    """Read every message of an outbox file in its order, then delete the file (with its WAL)."""
+    source = sqlite3.connect(str(path))
+    try:
+        rows = source.execute("SELECT topic, payload, qos, retain, prio FROM outbox ORDER BY seq").fetchall()
+    finally:
+        source.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return [(topic, bytes(payload), qos, bool(retain), prio) for topic, payload, qos, retain, prio in rows]
 
 
 class MemorySpool:
@@ -245,14 +251,8 @@ class MemorySpool:
 
     def adopt(self, other: str | Path) -> int:
         """Move every message of an outbox file to the end of this one (see :meth:`Spool.adopt`)."""
-        source = sqlite3.connect(str(other))
-        try:
-            rows = source.execute("SELECT topic, payload, qos, retain, prio FROM outbox ORDER BY seq").fetchall()
-        finally:
-            source.close()
-        self.put((topic, bytes(payload), qos, bool(retain), prio) for topic, payload, qos, retain, prio in rows)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{other}{suffix}").unlink(missing_ok=True)
+        rows = _take_outbox_file(other)
+        self.put(rows)
         return len(rows)
 
     def __len__(self) -> int:
