@@ -1,7 +1,7 @@
 """The ``edgeflow`` command: run, validate, graph and scaffold flows.
 
-Exit codes: 0 success; 1 the flow failed while running; 2 bad command line;
-3 the flow is invalid (nothing ran); 4 the flow file could not be loaded.
+Exit codes are in :mod:`edgeflow.terminal`: 0 success, 1 failed while running, 2 bad command
+line, 3 invalid flow (nothing ran), 4 flow file not loadable.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from edgeflow.errors import EdgeflowError, FlowValidationError
 from edgeflow.loader import FlowLoadError, load_flow
+from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED, err
 
 __all__ = ["app", "main"]
 
-EXIT_RUN_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED = 1, 3, 4
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream-processing dataflows for edge gateways.")
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 FlowArg = Annotated[str, typer.Argument(help="Flow file, optionally FILE.py:NAME or FILE.py:factory(arg=...)")]
 
@@ -119,7 +117,7 @@ def run(
         raise typer.Exit(EXIT_INVALID) from None
     except (EdgeflowError, RuntimeError, OSError) as exc:
         err.print(f"[red]flow {compiled.flow.name!r} failed[/red]: {exc}")
-        raise typer.Exit(EXIT_RUN_FAILED) from None
+        raise typer.Exit(EXIT_FAILED) from None
     if not quiet:
         for line in report.lines():
             err.print(line)
@@ -145,7 +143,7 @@ def init(directory: Annotated[Path, typer.Argument(help="New project folder")]) 
         created = scaffold(directory)
     except FileExistsError as exc:
         err.print(f"[red]cannot init[/red]: {exc}")
-        raise typer.Exit(EXIT_RUN_FAILED) from None
+        raise typer.Exit(EXIT_FAILED) from None
     for path in created:
         typer.echo(str(path))
     err.print(f"[green]ready[/green]: cd {directory} && edgeflow run flows/example.py && python -m pytest")

@@ -21,18 +21,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from edgeflow.model import LiteRTModelHandler, ModelLoadError
+from edgeflow.terminal import err
 
 __all__ = ["register"]
-
-_err = Console(stderr=True, highlight=False)
 
 
 def _run_script(script: Path, out: Path | None) -> int:
     if not script.is_file():
-        _err.print(f"[red]no model pipeline[/red] at {script} (looked from {Path.cwd()}); pass --script")
+        err.print(f"[red]no model pipeline[/red] at {script} (looked from {Path.cwd()}); pass --script")
         return 4
     for folder in (str(Path.cwd()), str(script.resolve().parent)):
         if folder not in sys.path:
@@ -43,14 +41,14 @@ def _run_script(script: Path, out: Path | None) -> int:
     try:
         spec.loader.exec_module(module)
         if not hasattr(module, "main"):
-            _err.print(f"[red]{script}[/red] has no main(argv) function")
+            err.print(f"[red]{script}[/red] has no main(argv) function")
             return 4
         return int(module.main([str(out)] if out is not None else []) or 0)
     except ImportError as exc:
-        _err.print(f"[red]cannot build[/red]: {exc}")
+        err.print(f"[red]cannot build[/red]: {exc}")
         return 1
     except RuntimeError as exc:
-        _err.print(f"[red]build failed[/red]: {exc}")
+        err.print(f"[red]build failed[/red]: {exc}")
         return 1
 
 
@@ -58,7 +56,7 @@ def _info(path: Path, variant: str | None) -> int:
     try:
         info = LiteRTModelHandler(path, variant=variant).load_model()
     except (ModelLoadError, ImportError) as exc:
-        _err.print(f"[red]cannot load[/red] {path}: {exc}")
+        err.print(f"[red]cannot load[/red] {path}: {exc}")
         return 3
     for line in info.lines():
         typer.echo(line)

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from edgeflow.mqtt.client import DEFAULT_BROKER, start_hint
+from edgeflow.terminal import EXIT_FAILED, EXIT_USAGE, err
 
 __all__ = ["register"]
 
-_err = Console(stderr=True, highlight=False)
-_EXIT_FAILED, _EXIT_USAGE = 1, 2
 
 Broker = Annotated[str, typer.Option("--broker", "-b", help="host:port (mqtts://host:port for TLS)")]
 Codec = Annotated[str, typer.Option("--codec", help="json, csv or f32")]
@@ -25,8 +23,8 @@ Codec = Annotated[str, typer.Option("--codec", help="json, csv or f32")]
 
 def _check_codec(codec: str) -> None:
     if codec not in ("json", "csv", "f32"):
-        _err.print(f"[red]unknown codec[/red] {codec!r}: expected json, csv or f32")
-        raise typer.Exit(_EXIT_USAGE)
+        err.print(f"[red]unknown codec[/red] {codec!r}: expected json, csv or f32")
+        raise typer.Exit(EXIT_USAGE)
 
 
 def record_command(
@@ -50,23 +48,23 @@ def record_command(
 
     _check_codec(codec)
     if duration is None and count is None:
-        _err.print("recording until Ctrl-C (give --duration or --count to stop by itself)")
+        err.print("recording until Ctrl-C (give --duration or --count to stop by itself)")
     try:
         report = record(
             broker, topic, out, template=template, key=key, codec=codec,  # type: ignore[arg-type]
             channels=tuple(c.strip() for c in channels.split(",") if c.strip()), rate_hz=rate_hz,
             duration_s=duration, count=count, qos=qos, dead_letters=sys.stderr,
-            on_ready=lambda: _err.print(f"subscribed to {', '.join(topic)} at {broker}; recording to {out}"),
+            on_ready=lambda: err.print(f"subscribed to {', '.join(topic)} at {broker}; recording to {out}"),
         )
     except (ConnectionError, OSError) as exc:
-        _err.print(f"[red]cannot record[/red]: {exc}. Hint: {start_hint(broker)}")
-        raise typer.Exit(_EXIT_FAILED) from None
+        err.print(f"[red]cannot record[/red]: {exc}. Hint: {start_hint(broker)}")
+        raise typer.Exit(EXIT_FAILED) from None
     except ValueError as exc:
-        _err.print(f"[red]bad option[/red]: {exc}")
-        raise typer.Exit(_EXIT_USAGE) from None
+        err.print(f"[red]bad option[/red]: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-    _err.print(
+    err.print(
         f"recorded {report.samples:,} samples from {report.messages:,} messages in {report.seconds:.1f} s "
         f"to {out} ({report.bad_messages} undecodable)"
     )
@@ -94,28 +92,28 @@ def publish_command(
 
     _check_codec(codec)
     if rate is not None and speed is not None:
-        _err.print("[red]bad option[/red]: give --rate or --speed, not both")
-        raise typer.Exit(_EXIT_USAGE)
+        err.print("[red]bad option[/red]: give --rate or --speed, not both")
+        raise typer.Exit(EXIT_USAGE)
     if not recording.is_file():
-        _err.print(f"[red]no such recording[/red]: {recording}")
-        raise typer.Exit(_EXIT_USAGE)
+        err.print(f"[red]no such recording[/red]: {recording}")
+        raise typer.Exit(EXIT_USAGE)
     try:
         report = publish_recording(
             recording, broker, template=topic_template, codec=codec, rate=rate, speed=speed,  # type: ignore[arg-type]
             batch=batch, qos=qos, rate_hz=rate_hz, eos_topic=eos_topic, limit=limit,
         )
     except (ConnectionError, OSError) as exc:
-        _err.print(f"[red]cannot publish[/red]: {exc}. Hint: {start_hint(broker)}")
-        raise typer.Exit(_EXIT_FAILED) from None
+        err.print(f"[red]cannot publish[/red]: {exc}. Hint: {start_hint(broker)}")
+        raise typer.Exit(EXIT_FAILED) from None
     except ValueError as exc:
-        _err.print(f"[red]bad option[/red]: {exc}")
-        raise typer.Exit(_EXIT_USAGE) from None
-    _err.print(
+        err.print(f"[red]bad option[/red]: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    err.print(
         f"published {report.samples:,} samples in {report.messages:,} messages in {report.seconds:.2f} s "
         f"({report.samples_per_s:,.0f}/s){'' if report.acked else ' — NOT all acknowledged'}"
     )
     if not report.acked:
-        raise typer.Exit(_EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:
