@@ -98,3 +98,24 @@ def test_missing_file_and_missing_columns_fail_at_compile_time(tmp_path: Path) -
         compile_flow(_summary_flow(path, "cols", time_column="time"))
     with pytest.raises(FlowValidationError, match=r"field 'value_columns' got \['x'\]"):
         compile_flow(_summary_flow(path, "vals", value_columns=["x"]))
+
+
+def test_snapshot_of_a_paced_replay_never_skips_rows_not_yet_sent(tmp_path: Path) -> None:
+    from edgeflow.operators.replay import ReplayConfig, ReplaySource
+
+    path = write_csv_recording(tmp_path / "r.csv", _rows(300, ("a",)))
+    cfg = ReplayConfig(path=path, speed=1.0, batch_size=100)  # 3 s of data in real time
+    part = ReplaySource("samples", cfg, ("value",), "snap").build_part("samples", str(path), None)
+    sent = sum(len(block) for _key, block in part.next_batch())
+    assert 0 < sent < 100  # only what is due: the rest of the first 100 rows waits
+    resumed = ReplaySource("samples", cfg, ("value",), "snap").build_part("samples", str(path), part.snapshot())
+    first = next(block for _key, block in resumed.next_batch())
+    assert first.ts[0] <= _row_ts(path, sent)
+    part.close()
+    resumed.close()
+
+
+def _row_ts(path: Path, row: int) -> float:
+    from edgeflow.records import parse_timestamp
+
+    return parse_timestamp(path.read_text().splitlines()[1 + row].split(",")[0])

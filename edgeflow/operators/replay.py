@@ -118,6 +118,7 @@ class _ReplayPartition(StatefulSourcePartition[tuple[str, Any], int]):
             self._file.readline()
             self._line += 1
         self._chunk: _Chunk | None = None
+        self._chunk_start = self._line  # lines read before the chunk now being handed out
         self._eof = False
         self._t0_event: float | None = None
         self._t0_wall = 0.0
@@ -131,6 +132,7 @@ class _ReplayPartition(StatefulSourcePartition[tuple[str, Any], int]):
             self._eof = True
             return []
         first_line = self._line + 1
+        self._chunk_start = self._line
         self._line += len(lines)
         if not self._jsonl:
             chunk = self._parse_csv_fast(lines)
@@ -243,7 +245,8 @@ class _ReplayPartition(StatefulSourcePartition[tuple[str, Any], int]):
         return awake
 
     def snapshot(self) -> int:
-        return self._line
+        # resume at the start of a chunk still being handed out (paced): at least once, never a gap
+        return self._chunk_start if self._chunk is not None and len(self._chunk) else self._line
 
     def close(self) -> None:
         self._file.close()
