@@ -157,7 +157,7 @@ def _exists(module: str) -> bool:
         return False
 
 
-for _module in ("edgeflow.mqtt.cli", "edgeflow.modelcli"):
+for _module in ("edgeflow.cli.mqtt", "edgeflow.cli.model"):
     if _exists(_module):
         importlib.import_module(_module).register(app)
 
