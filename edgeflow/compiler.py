@@ -1,7 +1,9 @@
-"""Check a :class:`~edgeflow.graph.Flow`, fuse stateless chains and lower it to bytewax.
+"""Check a :class:`~edgeflow.graph.Flow` and plan its engine steps, fusing stateless chains.
 
 Everything here runs before any data flows, so a broken flow fails with the
-step's name instead of halfway through a recording.
+step's name instead of halfway through a recording. A flow is compiled once:
+files are read, models loaded and brokers probed here, and what the checks
+prepared is handed to the steps when :func:`edgeflow.runtime.run` starts them.
 
 >>> import edgeflow.operators as eo
 >>> from edgeflow import Flow
@@ -20,12 +22,13 @@ flow 'demo': 4 steps in 4 engine steps
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
+from edgeflow.context import RunContext
 from edgeflow.errors import FlowValidationError
-from edgeflow.graph import Flow, Schema, Step
+from edgeflow.graph import Flow, Schema, Step, StepContext
 
 __all__ = ["CompiledFlow", "Stage", "compile_flow"]
 
@@ -65,6 +68,23 @@ class CompiledFlow:
     order: tuple[Step, ...]
     schemas: dict[str, Schema]
     stages: tuple[Stage, ...]
+    prepared: dict[str, Any] = field(default_factory=dict)
+    """What each step's compile-time ``check`` returned, by step id."""
+
+    @property
+    def name(self) -> str:
+        """The flow's name."""
+        return self.flow.name
+
+    def context(self, step: Step, run: RunContext) -> StepContext:
+        """The :class:`StepContext` *step*'s factory gets in *run*."""
+        inputs = tuple(self.schemas[src] for src in step.inputs)
+        return StepContext(step.step_id, inputs, self.schemas[step.step_id], run, self.prepared.get(step.step_id))
+
+    def build(self, step: Step, run: RunContext) -> Any:
+        """Call *step*'s factory for *run*."""
+        assert step.build is not None, f"step {step.step_id!r} has no build factory"
+        return step.build(self.context(step, run))
 
     def describe(self) -> str:
         """Text view of the engine steps, one line per flow step."""
@@ -109,12 +129,6 @@ class CompiledFlow:
         lines.extend(f'  "{src}" -> "{step.step_id}";' for step in self.order for src in step.inputs)
         lines.append("}")
         return "\n".join(lines)
-
-    def to_bytewax(self, sinks: Mapping[str, Any] | None = None) -> Any:
-        """Build the bytewax ``Dataflow`` that runs this flow (*sinks* replaces sinks by step id)."""
-        from edgeflow.engine import build_dataflow
-
-        return build_dataflow(self, sinks)
 
 
 def _node(step_id: str) -> str:
@@ -211,52 +225,30 @@ def _fuse(order: list[Step], consumers: dict[str, list[str]]) -> list[Stage]:
     return stages
 
 
+_FLOW_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _check_name(flow: Flow) -> None:
+    if not _FLOW_NAME.match(flow.name):
+        raise FlowValidationError(
+            flow.name,
+            "name",
+            flow.name,
+            "a flow name may hold only letters, digits, '_' and '-'",
+            hint="the name labels metrics and output files; try " + repr(re.sub(r"[^A-Za-z0-9_-]", "_", flow.name)),
+        )
+
+
 def compile_flow(flow: Flow) -> CompiledFlow:
     """Check *flow* and plan its engine steps; raise :class:`FlowValidationError` if it cannot run."""
+    _check_name(flow)
     order = _topological_order(flow)
     consumers = _consumers(order)
     _check_connected(flow, order, consumers)
     schemas: dict[str, Schema] = {}
+    prepared: dict[str, Any] = {}
     for step in order:
         if step.check is not None:
-            step.check()
+            prepared[step.step_id] = step.check()
         schemas[step.step_id] = step.schema(tuple(schemas[src] for src in step.inputs))
-    return CompiledFlow(flow, tuple(order), schemas, tuple(_fuse(order, consumers)))
-
-
-def fused_function(steps: Iterable[Step]) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
-    """Chain stateless steps into one batch function over ``(key, item)`` pairs.
-
-    A step's ``batch`` function gets all the batch's items at once (vectorized across sensors);
-    otherwise its ``fn`` runs per item, ``None`` dropping it. Dead letters leave the chain at once.
-
-    >>> run = fused_function([Step("a", "map", "map", (), fn=lambda x: x + 1),
-    ...                       Step("b", "map", "map", (), fn=lambda x: x * 10 if x < 3 else None)])
-    >>> run([("a", 1), ("b", 2)])
-    [('a', 20)]
-    """
-    from edgeflow.records import DeadLetter
-
-    chain = tuple((step.fn, step.batch) for step in steps)
-
-    def run_batch(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
-        pairs = items
-        for fn, batch in chain:
-            kept: list[tuple[str, Any]] = []
-            if batch is not None:
-                for value in batch([value for _key, value in pairs]):
-                    (out if type(value) is DeadLetter else kept).append((value.sensor, value))
-            else:
-                assert fn is not None
-                for key, value in pairs:
-                    value = fn(value)
-                    if value is not None:
-                        (out if type(value) is DeadLetter else kept).append((key, value))
-            pairs = kept
-            if not pairs:
-                break
-        out.extend(pairs)
-        return out
-
-    return run_batch
+    return CompiledFlow(flow, tuple(order), schemas, tuple(_fuse(order, consumers)), prepared)

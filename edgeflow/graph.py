@@ -1,14 +1,16 @@
 """The flow graph users declare: named steps joined by streams.
 
 Operators (see :mod:`edgeflow.operators`) add steps; the compiler
-(:mod:`edgeflow.compiler`) checks and lowers the graph to an engine. A step
-carries an engine-neutral implementation:
+(:mod:`edgeflow.compiler`) checks the graph and the engine (:mod:`edgeflow.engine`)
+runs it. A step's ``schema`` rule is pure: it computes the step's output schema
+from its inputs' schemas, or raises. Its ``build`` factory is called once per run
+with a :class:`StepContext` (the resolved schemas, the run's counters, whatever
+``check`` prepared) and returns the engine-neutral implementation:
 
-* ``source``: builds a bytewax ``Source`` of ``(sensor, item)`` pairs;
-* ``map``: a stateless ``fn(item) -> item | None`` (``None`` drops the item), or a
-  ``batch(items) -> items`` that vectorizes across sensors;
-* ``keyed``: a per-sensor :class:`KeyedLogic` built by ``logic``;
-* ``sink``: builds a bytewax ``Sink``.
+* ``source``: a :class:`~edgeflow.connectors.Source`;
+* ``map``: a :class:`MapLogic` (``fn(item) -> item | None`` or ``batch(items) -> items``);
+* ``keyed``: ``new_state(resume) -> KeyedLogic``, one per sensor, resumed from a snapshot;
+* ``sink``: a :class:`~edgeflow.connectors.Sink`.
 
 >>> flow = Flow("demo")
 >>> flow.name
@@ -24,9 +26,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from edgeflow.context import RunContext
 from edgeflow.errors import FlowValidationError
 
-__all__ = ["Flow", "KeyedLogic", "Schema", "Step", "StepKind", "Stream", "build_config"]
+__all__ = ["Flow", "KeyedLogic", "MapLogic", "Schema", "Step", "StepContext", "StepKind", "Stream", "build_config"]
 
 StepKind = Literal["source", "map", "keyed", "sink"]
 ItemKind = Literal["samples", "windows", "scored", "summaries", "any"]
@@ -67,6 +70,47 @@ class KeyedLogic(Protocol):
         """Input has ended: return what is left to emit."""
         ...
 
+    def snapshot(self) -> Any:
+        """Return a picklable copy of the state, from which the step's factory can resume it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MapLogic:
+    """A stateless step: *fn* per item (``None`` drops it) and/or *batch* over many items at once.
+
+    A batch function may take items of several sensors and return items in any number (results and
+    dead letters); outputs are routed by their ``.sensor``.
+    """
+
+    fn: Callable[[Any], Any] | None = None
+    batch: Callable[[list[Any]], list[Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a step's ``build`` factory gets when a compiled flow starts running.
+
+    >>> ctx = StepContext("win", (Schema("samples", channels=("x",)),), Schema("windows"), RunContext("demo"))
+    >>> ctx.input.channels
+    ('x',)
+    """
+
+    step_id: str
+    inputs: tuple[Schema, ...]
+    """The resolved schemas of the step's inputs."""
+    schema: Schema
+    """The step's own output schema."""
+    run: RunContext
+    prepared: Any = None
+    """What the step's ``check`` returned at compile time (a loaded model, a probed broker...)."""
+
+    @property
+    def input(self) -> Schema:
+        """The schema of the step's only input."""
+        (schema,) = self.inputs
+        return schema
+
 
 SchemaRule = Callable[[tuple[Schema, ...]], Schema]
 
@@ -87,17 +131,13 @@ class Step:
     schema: SchemaRule = _pass_through
     """Computes this step's output schema from its inputs' schemas; raises
     :class:`FlowValidationError` when the inputs do not fit."""
-    source: Callable[[], Any] | None = None
-    fn: Callable[[Any], Any] | None = None
-    batch: Callable[[list[Any]], list[Any]] | None = None
-    """A stateless step may instead (or also) take a whole batch of items, across sensors, and
-    return items in any number (results and dead letters); outputs are keyed by their ``.sensor``."""
-    logic: Callable[[], KeyedLogic] | None = None
-    sink: Callable[[], Any] | None = None
+    build: Callable[[StepContext], Any] | None = None
+    """Makes the step's implementation for one run (see the module docstring for what each kind returns)."""
     can_fail: bool = False
     """Whether the step may emit :class:`~edgeflow.records.DeadLetter` items."""
-    check: Callable[[], None] | None = None
-    """Extra checks run at compile time (files exist, models load...)."""
+    check: Callable[[], Any] | None = None
+    """Extra checks run once at compile time (files exist, models load...); what it returns reaches
+    ``build`` as ``StepContext.prepared``."""
 
 
 @dataclass(frozen=True, slots=True)

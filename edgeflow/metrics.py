@@ -1,6 +1,6 @@
-"""Counters and latency of a running flow, kept per process and read by the CLI and exporters.
+"""Counters and latency of a running flow, kept per run (see :class:`~edgeflow.context.RunContext`).
 
->>> stats = flow_stats("doc-demo")
+>>> stats = FlowStats()
 >>> stats.add(samples_in=3, bytes_in=90)
 >>> stats.samples_in, stats.bytes_in
 (3, 90)
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-__all__ = ["FlowStats", "LatencyRecorder", "flow_stats", "reset_stats"]
+__all__ = ["FlowStats", "LatencyRecorder"]
 
 
 class LatencyRecorder:
@@ -87,20 +87,3 @@ class FlowStats:
     def reduction(self) -> float:
         """Fraction of raw input bytes that did not leave the gateway (0..1)."""
         return 1.0 - self.bytes_out / self.bytes_in if self.bytes_in else 0.0
-
-
-_STATS: dict[str, FlowStats] = {}
-_STATS_LOCK = threading.Lock()
-
-
-def flow_stats(flow_name: str) -> FlowStats:
-    """Return the stats object of *flow_name* in this process, created on first use."""
-    with _STATS_LOCK:
-        return _STATS.setdefault(flow_name, FlowStats())
-
-
-def reset_stats(flow_name: str) -> FlowStats:
-    """Start *flow_name*'s stats afresh (before a run)."""
-    with _STATS_LOCK:
-        _STATS[flow_name] = FlowStats()
-        return _STATS[flow_name]

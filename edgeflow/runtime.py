@@ -2,11 +2,12 @@
 
 >>> import edgeflow.operators as eo
 >>> from edgeflow import Flow
+>>> from edgeflow.compiler import compile_flow
 >>> flow = Flow("doc-run")
 >>> s = eo.replay("samples", flow, "examples/data/pump_vibration.csv")
 >>> f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms"])
 >>> _ = eo.summarize("summary", eo.zscore_detector("detect", f), sink=eo.jsonl("out/doc-run.jsonl"))
->>> report = run(flow)
+>>> report = run(compile_flow(flow))
 >>> report.stats.samples_in
 118050
 """
@@ -18,13 +19,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from bytewax.run import cli_main
-
-from edgeflow.compiler import compile_flow
+from edgeflow.compiler import CompiledFlow, compile_flow
+from edgeflow.connectors import Sink
+from edgeflow.context import RunContext
+from edgeflow.engine import execute
 from edgeflow.graph import Flow
-from edgeflow.metrics import FlowStats, reset_stats
+from edgeflow.metrics import FlowStats
 
 __all__ = ["RunReport", "run"]
 
@@ -56,22 +59,24 @@ class RunReport:
 
 
 def run(
-    flow: Flow,
+    flow: CompiledFlow | Flow,
     *,
     workers: int = 1,
     process_id: int | None = None,
     addresses: Sequence[str] | None = None,
-    sinks: Mapping[str, Any] | None = None,
+    sinks: Mapping[str, Sink] | None = None,
     progress: Callable[[FlowStats], None] | None = None,
     progress_every_s: float = 1.0,
 ) -> RunReport:
-    """Compile and run *flow* until its sources end; return a :class:`RunReport`.
+    """Run a compiled flow until its sources end; return a :class:`RunReport`.
 
-    With *addresses* and *process_id* this process joins a bytewax cluster.
+    A plain :class:`Flow` is compiled first (once). With *addresses* and *process_id* this process
+    joins a bytewax cluster. *sinks* replaces sinks by step id (see :func:`edgeflow.testing.run_capture`).
     """
-    compiled = compile_flow(flow)
-    dataflow = compiled.to_bytewax(sinks)
-    stats = reset_stats(flow.name)
+    compiled = flow if isinstance(flow, CompiledFlow) else compile_flow(flow)
+    dead_letters = compiled.flow.dead_letter_path
+    ctx = RunContext(compiled.name, dead_letter_path=None if dead_letters is None else Path(dead_letters))
+    stats = ctx.stats
     done = threading.Event()
     ticker = None
     if progress is not None:
@@ -88,15 +93,10 @@ def run(
     gc.freeze()
     started = time.perf_counter()
     try:
-        cli_main(
-            dataflow,
-            workers_per_process=workers,
-            process_id=process_id,
-            addresses=list(addresses) if addresses else None,
-        )
+        execute(compiled, ctx, workers=workers, process_id=process_id, addresses=addresses, sinks=sinks)
     finally:
         gc.unfreeze()
         done.set()
         if ticker is not None:
             ticker.join()
-    return RunReport(flow.name, time.perf_counter() - started, stats)
+    return RunReport(compiled.name, time.perf_counter() - started, stats)

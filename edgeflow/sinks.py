@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-
-from edgeflow.metrics import flow_stats
+from edgeflow.metrics import FlowStats
 from edgeflow.records import DeadLetter, Scored, Window, to_datetime
 
-__all__ = ["DeadLetterSink", "JsonlSink", "StdoutSink", "ingest_time", "to_json", "worker_path"]
+__all__ = ["CaptureSink", "DeadLetterSink", "JsonlSink", "StdoutSink", "ingest_time", "to_json", "worker_path"]
 
 
 def to_json(item: Any) -> dict[str, Any]:
@@ -69,17 +68,17 @@ def worker_path(path: str | Path, worker_index: int, worker_count: int) -> Path:
     return path.with_name(f"{path.stem}.w{worker_index}{path.suffix}")
 
 
-class _WriterPartition(StatelessSinkPartition[tuple[str, Any]]):
-    def __init__(self, stream: TextIO, flow_name: str, render: Any, close: bool) -> None:
+class _WriterPartition:
+    def __init__(self, stream: TextIO, stats: FlowStats, render: Any, close: bool) -> None:
         self._stream = stream
-        self._stats = flow_stats(flow_name)
+        self._stats = stats
         self._render = render
         self._close = close
 
-    def write_batch(self, items: list[tuple[str, Any]]) -> None:
+    def write_batch(self, items: Sequence[Any]) -> None:
         now = time.perf_counter_ns()
         lines = []
-        for _key, item in items:
+        for item in items:
             lines.append(self._render(item))
             t_in = ingest_time(item)
             if t_in:
@@ -110,36 +109,66 @@ def _readable_line(item: Any) -> str:
     return json.dumps(record, separators=(",", ":")) + "\n"
 
 
-class JsonlSink(DynamicSink[tuple[str, Any]]):
-    """Writes one JSON object per line to *path* (truncated at start; one file per worker)."""
+class JsonlSink:
+    """Writes one JSON object per line to *path* (truncated at start; one file per worker).
 
-    def __init__(self, path: str | Path, flow_name: str) -> None:
+    >>> import tempfile
+    >>> sink = JsonlSink(Path(tempfile.mkdtemp()) / "out.jsonl", FlowStats())
+    >>> part = sink.open(0, 1)
+    >>> part.write_batch([{"a": 1}]); part.close()
+    >>> sink.path.read_text()
+    '{"a":1}\\n'
+    """
+
+    def __init__(self, path: str | Path, stats: FlowStats) -> None:
         self.path = Path(path)
-        self.flow_name = flow_name
+        self.stats = stats
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
+    def open(self, worker_index: int, worker_count: int) -> _WriterPartition:
         path = worker_path(self.path, worker_index, worker_count)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _WriterPartition(path.open("w", encoding="utf-8"), self.flow_name, _jsonl_line, close=True)
+        return _WriterPartition(path.open("w", encoding="utf-8"), self.stats, _jsonl_line, close=True)
 
 
-class StdoutSink(DynamicSink[tuple[str, Any]]):
+class StdoutSink:
     """Prints one readable line per item."""
 
-    def __init__(self, flow_name: str) -> None:
-        self.flow_name = flow_name
+    def __init__(self, stats: FlowStats) -> None:
+        self.stats = stats
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WriterPartition:
-        return _WriterPartition(sys.stdout, self.flow_name, _readable_line, close=False)
+    def open(self, worker_index: int, worker_count: int) -> _WriterPartition:
+        return _WriterPartition(sys.stdout, self.stats, _readable_line, close=False)
 
 
-class _DeadLetterPartition(StatelessSinkPartition[tuple[str, DeadLetter]]):
+class CaptureSink:
+    """Keeps every item in :attr:`items`, in the order written (for tests; thread-safe appends).
+
+    >>> sink = CaptureSink()
+    >>> sink.open(0, 1).write_batch([1, 2])
+    >>> sink.items
+    [1, 2]
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def open(self, worker_index: int, worker_count: int) -> CaptureSink:
+        return self
+
+    def write_batch(self, items: Sequence[Any]) -> None:
+        self.items.extend(items)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _DeadLetterPartition:
     def __init__(self, stream: TextIO, close: bool) -> None:
         self._stream = stream
         self._close = close
 
-    def write_batch(self, items: list[tuple[str, DeadLetter]]) -> None:
-        self._stream.write("".join(json.dumps(letter.to_json()) + "\n" for _key, letter in items))
+    def write_batch(self, items: Sequence[DeadLetter]) -> None:
+        self._stream.write("".join(json.dumps(letter.to_json()) + "\n" for letter in items))
         self._stream.flush()
 
     def close(self) -> None:
@@ -147,14 +176,13 @@ class _DeadLetterPartition(StatelessSinkPartition[tuple[str, DeadLetter]]):
             self._stream.close()
 
 
-class DeadLetterSink(DynamicSink[tuple[str, DeadLetter]]):
+class DeadLetterSink:
     """Writes dead letters as JSONL to *path*, or to stderr when *path* is ``None`` (the engine counts them)."""
 
-    def __init__(self, path: str | Path | None, flow_name: str) -> None:
+    def __init__(self, path: str | Path | None) -> None:
         self.path = None if path is None else Path(path)
-        self.flow_name = flow_name
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+    def open(self, worker_index: int, worker_count: int) -> _DeadLetterPartition:
         if self.path is None:
             return _DeadLetterPartition(sys.stderr, close=False)
         path = worker_path(self.path, worker_index, worker_count)

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bytewax.testing import TestingSink
-
-from edgeflow.compiler import compile_flow
+from edgeflow.compiler import CompiledFlow, compile_flow
+from edgeflow.connectors import DEAD_LETTERS, Sink
 from edgeflow.graph import Flow
 from edgeflow.loader import load_flow
 from edgeflow.runtime import RunReport, run
-from edgeflow.sinks import to_json
+from edgeflow.sinks import CaptureSink, to_json
 
 __all__ = ["Capture", "run_capture", "write_csv_recording"]
 
@@ -47,21 +46,20 @@ class Capture:
         return records
 
 
-def run_capture(flow: Flow | str, *, workers: int = 1) -> Capture:
-    """Run *flow* (or a flow file target) to the end, capturing every sink instead of writing it."""
+def run_capture(flow: CompiledFlow | Flow | str, *, workers: int = 1) -> Capture:
+    """Run *flow* (compiled, or a flow, or a flow file target) to the end, capturing every sink instead of writing it."""
     if isinstance(flow, str):
         flow = load_flow(flow)
-    compiled = compile_flow(flow)
-    captured: dict[str, list[tuple[str, Any]]] = {s.step_id: [] for s in compiled.order if s.kind == "sink"}
-    dead: list[tuple[str, Any]] = []
-    sinks: dict[str, Any] = {step_id: TestingSink(items) for step_id, items in captured.items()}
-    sinks["dead_letters"] = TestingSink(dead)
-    report = run(flow, workers=workers, sinks=sinks)
-    outputs = {step_id: [to_json(item) for _key, item in items] for step_id, items in captured.items()}
+    compiled = flow if isinstance(flow, CompiledFlow) else compile_flow(flow)
+    captured = {step.step_id: CaptureSink() for step in compiled.order if step.kind == "sink"}
+    dead = CaptureSink()
+    sinks: dict[str, Sink] = {**captured, DEAD_LETTERS: dead}
+    report = run(compiled, workers=workers, sinks=sinks)
+    outputs = {step_id: [to_json(item) for item in sink.items] for step_id, sink in captured.items()}
     # captured outputs never reach a real sink: count the bytes they would have sent, as JSON lines
     sent = sum(len(json.dumps(record, separators=(",", ":"))) + 1 for records in outputs.values() for record in records)
     report.stats.add(items_out=sum(map(len, outputs.values())), bytes_out=sent)
-    return Capture(outputs, [letter.to_json() for _key, letter in dead], report)
+    return Capture(outputs, [letter.to_json() for letter in dead.items], report)
 
 
 def write_csv_recording(path: str | Path, rows: Iterable[tuple[str, str, float]], value: str = "value") -> Path:

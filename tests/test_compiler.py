@@ -27,7 +27,7 @@ def test_duplicate_step_id_is_refused_at_once() -> None:
 
 def test_unknown_input_names_the_step_and_the_missing_id() -> None:
     flow, _ = _features_flow()
-    flow.add_step(Step("orphan", "map", "map", ("nowhere",), fn=lambda x: x))
+    flow.add_step(Step("orphan", "map", "map", ("nowhere",)))
     with pytest.raises(FlowValidationError, match="step 'orphan': field 'inputs' got 'nowhere': no step has this id"):
         compile_flow(flow)
 
@@ -35,8 +35,8 @@ def test_unknown_input_names_the_step_and_the_missing_id() -> None:
 def test_cycle_is_reported_with_its_path() -> None:
     flow = Flow("cyclic")
     eo.replay("samples", flow, REC)
-    flow.add_step(Step("a", "map", "map", ("b",), fn=lambda x: x))
-    flow.add_step(Step("b", "map", "map", ("a",), fn=lambda x: x))
+    flow.add_step(Step("a", "map", "map", ("b",)))
+    flow.add_step(Step("b", "map", "map", ("a",)))
     with pytest.raises(FlowValidationError, match=r"cycle a -> b -> a"):
         compile_flow(flow)
 

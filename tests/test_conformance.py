@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import pickle
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 import edgeflow.operators as eo
 from edgeflow import Flow, FlowValidationError, Stream
 from edgeflow.compiler import compile_flow
+from edgeflow.context import RunContext
 from edgeflow.operators.output import SinkSpec
 from operators.crest_factor import crest_factor
 
@@ -65,7 +67,23 @@ CASES: dict[str, Case] = {
     "output": Case(lambda f, kw: eo.output("op", _samples(f), eo.stdout()), {}),
     "stdout": Case(lambda f, kw: eo.stdout(), {}),
     "jsonl": Case(lambda f, kw: eo.jsonl("out/conformance.jsonl"), {}),
+    "stateful": Case(lambda f, kw: eo.stateful("op", _scored(f), _Count), {}),
+    "window_feature": Case(lambda f, kw: _doubled_rms("op", _features(f), **kw), {"factr": 3.0}),
 }
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def update(self, item: Any) -> Any:
+        self.n += 1
+        return item
+
+
+@eo.window_feature(needs=["rms"], adds=["rms2"])
+def _doubled_rms(rms: Any, *, factor: float = 2.0) -> Any:
+    return factor * rms
 
 
 def test_every_public_operator_has_a_case() -> None:
@@ -98,16 +116,30 @@ def test_operator_settings_are_frozen_strict_and_named_in_errors(name: str) -> N
         assert str(info.value).startswith(f"step 'op': field '{field}' got {value!r}")
 
 
-@pytest.mark.parametrize("name", ["window", "zscore_detector", "ewma_detector", "summarize", "features", "infer"])
-def test_operator_compiles_in_a_flow_and_its_state_starts_empty(name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["window", "zscore_detector", "ewma_detector", "summarize", "features", "infer", "stateful",
+             "window_feature", "replay"]
+)
+def test_operator_compiles_and_its_state_snapshots_and_resumes(name: str) -> None:
     flow = Flow(f"compile-{name}")
     out = CASES[name].build(flow, {})
     assert isinstance(out, Stream)
     eo.output("sink", out, eo.stdout())
     compiled = compile_flow(flow)
     step = next(s for s in compiled.order if s.step_id == "op")
+    made = compiled.build(step, RunContext(flow.name))
     if step.kind == "keyed":
-        assert step.logic is not None
-        assert list(step.logic().on_eof()) == []
+        state = made(None)
+        assert list(state.on_eof()) == []
+        snap = pickle.dumps(state.snapshot())
+        resumed = made(pickle.loads(snap))
+        assert pickle.dumps(resumed.snapshot()) == snap
+    elif step.kind == "source":
+        part = made.open(made.partitions()[0], None)
+        first = part.next_batch()
+        resumed = made.open(made.partitions()[0], pickle.loads(pickle.dumps(part.snapshot())))
+        assert resumed.snapshot() == part.snapshot() and first
+        part.close()
+        resumed.close()
     else:
-        assert step.kind == "map" and (step.fn is not None or step.batch is not None)
+        assert step.kind == "map" and (made.fn is not None or made.batch is not None)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from edgeflow.metrics import reset_stats
+from edgeflow.metrics import FlowStats
 from edgeflow.operators.detect import DetectorConfig, ZScoreState
 from edgeflow.operators.summarize import IntervalSummary, SummaryConfig, wilson_interval
 from edgeflow.records import Scored, Window
@@ -18,7 +18,7 @@ def _window(end: float, features: list[float], n_raw: int = 10) -> Window:
 
 def test_zscore_flags_outliers_after_warmup_only() -> None:
     rng = np.random.default_rng(0)
-    state = ZScoreState(DetectorConfig(warmup=200, threshold=6.0), "zscore", reset_stats("t-z"))
+    state = ZScoreState(DetectorConfig(warmup=200, threshold=6.0), "zscore", FlowStats())
     normal = rng.normal(10.0, 1.0, size=(400, 3))
     flags = [state.score(x)[1] for x in normal]
     assert not any(flags)
@@ -28,8 +28,8 @@ def test_zscore_flags_outliers_after_warmup_only() -> None:
 
 def test_ewma_follows_slow_drift_that_a_frozen_baseline_flags() -> None:
     rng = np.random.default_rng(1)
-    frozen = ZScoreState(DetectorConfig(warmup=50, threshold=5.0), "zscore", reset_stats("t-f"))
-    ewma = ZScoreState(DetectorConfig(warmup=50, threshold=5.0, alpha=0.05), "ewma", reset_stats("t-e"))
+    frozen = ZScoreState(DetectorConfig(warmup=50, threshold=5.0), "zscore", FlowStats())
+    ewma = ZScoreState(DetectorConfig(warmup=50, threshold=5.0, alpha=0.05), "ewma", FlowStats())
     drift = [np.array([10.0 + 0.02 * i + rng.normal(0, 0.5)]) for i in range(1000)]
     frozen_flags = sum(frozen.score(x)[1] for x in drift)
     ewma_flags = sum(ewma.score(x)[1] for x in drift)
@@ -64,7 +64,7 @@ def test_summaries_close_on_event_time_and_carry_stats() -> None:
 def test_ewma_flags_an_outlier_right_after_warmup() -> None:
     rng = np.random.default_rng(2)
     for alpha in (0.0, 0.02):
-        state = ZScoreState(DetectorConfig(warmup=50, threshold=5.0, alpha=alpha), "d", reset_stats("t-w"))
+        state = ZScoreState(DetectorConfig(warmup=50, threshold=5.0, alpha=alpha), "d", FlowStats())
         for x in rng.normal(0.0, 1.0, size=(50, 2)):
             state.score(x)
         z, flagged = state.score(np.array([10.0, 0.0]))

@@ -101,15 +101,16 @@ def test_missing_file_and_missing_columns_fail_at_compile_time(tmp_path: Path) -
 
 
 def test_snapshot_of_a_paced_replay_never_skips_rows_not_yet_sent(tmp_path: Path) -> None:
+    from edgeflow.metrics import FlowStats
     from edgeflow.operators.replay import ReplayConfig, ReplaySource
 
     path = write_csv_recording(tmp_path / "r.csv", _rows(300, ("a",)))
     cfg = ReplayConfig(path=path, speed=1.0, batch_size=100)  # 3 s of data in real time
-    part = ReplaySource("samples", cfg, ("value",), "snap").build_part("samples", str(path), None)
-    sent = sum(len(block) for _key, block in part.next_batch())
+    part = ReplaySource("samples", cfg, ("value",), FlowStats()).open(str(path), None)
+    sent = sum(len(block) for block in part.next_batch())
     assert 0 < sent < 100  # only what is due: the rest of the first 100 rows waits
-    resumed = ReplaySource("samples", cfg, ("value",), "snap").build_part("samples", str(path), part.snapshot())
-    first = next(block for _key, block in resumed.next_batch())
+    resumed = ReplaySource("samples", cfg, ("value",), FlowStats()).open(str(path), part.snapshot())
+    first = next(iter(resumed.next_batch()))
     assert first.ts[0] <= _row_ts(path, sent)
     part.close()
     resumed.close()

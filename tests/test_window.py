@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from edgeflow.errors import FlowValidationError
-from edgeflow.metrics import flow_stats, reset_stats
+from edgeflow.metrics import FlowStats
 from edgeflow.operators.window import SensorAdmission, SensorWindows, WindowConfig
 from edgeflow.records import DeadLetter, Sample, Window
 
 
-def _state(cfg: WindowConfig, admitted: SensorAdmission | None = None, name: str = "t-win") -> SensorWindows:
-    return SensorWindows("win", cfg, 1, admitted or SensorAdmission(cfg.max_sensors), reset_stats(name))
+def _state(cfg: WindowConfig, admitted: SensorAdmission | None = None, stats: FlowStats | None = None) -> SensorWindows:
+    return SensorWindows("win", cfg, 1, admitted or SensorAdmission(cfg.max_sensors), stats or FlowStats())
 
 
 def _samples(times: np.ndarray, values: np.ndarray, sensor: str = "s") -> list[Sample]:
@@ -57,21 +57,22 @@ def test_time_window_equals_count_window_on_the_grid() -> None:
 
 def test_gap_resets_the_window_and_is_counted() -> None:
     t = np.concatenate([np.arange(100), np.arange(150, 250)]) / 100.0  # 0.5 s silence
-    stats_name = "t-gap"
-    state = _state(WindowConfig(rate_hz=100, size=40, hop=40, max_gap_s=0.1), name=stats_name)
+    stats = FlowStats()
+    state = _state(WindowConfig(rate_hz=100, size=40, hop=40, max_gap_s=0.1), stats=stats)
     wins = _windows(state.on_batch(_samples(t, np.ones_like(t))))
-    assert flow_stats(stats_name).gaps == 1
+    assert stats.gaps == 1
     assert [round(w.start, 2) for w in wins] == [0.0, 0.4, 1.5, 1.9]  # no window spans the gap
 
 
 def test_late_and_duplicate_samples_become_dead_letters() -> None:
-    state = _state(WindowConfig(rate_hz=10, size=4, hop=4, max_gap_s=1.0), name="t-late")
+    stats = FlowStats()
+    state = _state(WindowConfig(rate_hz=10, size=4, hop=4, max_gap_s=1.0), stats=stats)
     samples = _samples(np.array([0.0, 0.1, 0.1, 0.05, 0.2]), np.zeros(5))
     out = state.on_batch(samples)
     dead = [d for d in out if isinstance(d, DeadLetter)]
     assert len(dead) == 2
     assert all("late sample" in d.reason and d.step_id == "win" for d in dead)
-    assert flow_stats("t-late").late == 2
+    assert stats.late == 2
 
 
 def test_sensor_bound_sends_extra_sensors_to_dead_letters() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edgeflow.graph import Step, Stream
+from edgeflow.graph import MapLogic, Step, Stream
 
 __all__ = ["filter", "map"]
 
@@ -19,11 +19,11 @@ def map(step_id: str, up: Stream, fn: Callable[[Any], Any]) -> Stream:
     >>> from dataclasses import replace
     >>> doubled = map("double", s, lambda block: replace(block, values=2 * block.values))
     """
-    return up.flow.add_step(Step(step_id, "map", "map", (up.step_id,), fn=fn))
+    logic = MapLogic(fn=fn)
+    return up.flow.add_step(Step(step_id, "map", "map", (up.step_id,), build=lambda _ctx: logic))
 
 
 def filter(step_id: str, up: Stream, predicate: Callable[[Any], bool]) -> Stream:
     """Keep the items for which *predicate* is true (stateless)."""
-    return up.flow.add_step(
-        Step(step_id, "filter", "map", (up.step_id,), fn=lambda item: item if predicate(item) else None)
-    )
+    logic = MapLogic(fn=lambda item: item if predicate(item) else None)
+    return up.flow.add_step(Step(step_id, "filter", "map", (up.step_id,), build=lambda _ctx: logic))

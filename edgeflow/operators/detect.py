@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from edgeflow.errors import FlowValidationError
-from edgeflow.graph import Schema, Step, Stream, build_config
-from edgeflow.metrics import FlowStats, flow_stats
+from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
+from edgeflow.metrics import FlowStats
 from edgeflow.records import Scored, Window
 
 __all__ = ["DetectorConfig", "ZScoreState", "ewma_detector", "zscore_detector"]
@@ -39,7 +39,7 @@ class DetectorConfig(BaseModel):
 class ZScoreState:
     """One sensor's baseline: Welford during warmup, then frozen or EWMA.
 
-    >>> state = ZScoreState(DetectorConfig(warmup=3, threshold=3.0), "zscore", flow_stats("doc-det"))
+    >>> state = ZScoreState(DetectorConfig(warmup=3, threshold=3.0), "zscore", FlowStats())
     >>> calm = [np.array([1.0, 2.0]), np.array([1.2, 2.1]), np.array([0.8, 1.9])]
     >>> [state.score(x)[1] for x in calm]
     [False, False, False]
@@ -47,13 +47,15 @@ class ZScoreState:
     True
     """
 
-    def __init__(self, cfg: DetectorConfig, model: str, stats: FlowStats) -> None:
+    def __init__(self, cfg: DetectorConfig, model: str, stats: FlowStats, resume: dict[str, Any] | None = None) -> None:
         self._cfg = cfg
         self._model = model
         self._stats = stats
         self._n = 0
         self._mean: np.ndarray | None = None
         self._m2: np.ndarray | None = None
+        if resume is not None:
+            self._n, self._mean, self._m2 = resume["n"], resume["mean"], resume["m2"]
 
     def score(self, x: np.ndarray) -> tuple[float, bool]:
         """Score one feature vector and learn from it when it is normal."""
@@ -99,6 +101,21 @@ class ZScoreState:
         """Nothing is held back."""
         return []
 
+    def snapshot(self) -> dict[str, Any]:
+        """The baseline: count, means and (Welford or EWMA) variances, copied.
+
+        >>> a = ZScoreState(DetectorConfig(warmup=2), "zscore", FlowStats())
+        >>> _ = [a.score(np.array([x])) for x in (1.0, 2.0)]
+        >>> b = ZScoreState(DetectorConfig(warmup=2), "zscore", FlowStats(), resume=a.snapshot())
+        >>> b.score(np.array([9.0])) == a.score(np.array([9.0]))
+        True
+        """
+        return {
+            "n": self._n,
+            "mean": None if self._mean is None else self._mean.copy(),
+            "m2": None if self._m2 is None else self._m2.copy(),
+        }
+
 
 def _detector(step_id: str, up: Stream, operator: str, cfg: DetectorConfig) -> Stream:
     def schema(inputs: tuple[Schema, ...]) -> Schema:
@@ -109,11 +126,11 @@ def _detector(step_id: str, up: Stream, operator: str, cfg: DetectorConfig) -> S
             )
         return feats.but(kind="scored")
 
-    flow = up.flow
-    return flow.add_step(
-        Step(step_id, operator, "keyed", (up.step_id,), cfg, schema=schema,
-             logic=lambda: ZScoreState(cfg, operator, flow_stats(flow.name)))
-    )
+    def build(ctx: StepContext) -> Any:
+        stats = ctx.run.stats
+        return lambda resume: ZScoreState(cfg, operator, stats, resume)
+
+    return up.flow.add_step(Step(step_id, operator, "keyed", (up.step_id,), cfg, schema=schema, build=build))
 
 
 def zscore_detector(

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeflow.errors import FlowValidationError
-from edgeflow.graph import Schema, Step, Stream, build_config
+from edgeflow.graph import MapLogic, Schema, Step, StepContext, Stream, build_config
 from edgeflow.records import Window
 
 __all__ = ["FeatureExtractor", "FeaturesConfig", "features", "parse_features", "taper"]
@@ -301,36 +301,41 @@ def features(
         parse_features(cfg.names)
     except ValueError as exc:
         raise FlowValidationError(step_id, "names", list(cfg.names), str(exc)) from None
-    extractor: list[FeatureExtractor] = []
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
-        (win,) = inputs
-        if win.kind != "windows" or win.window_size is None or win.rate_hz is None:
-            raise FlowValidationError(step_id, "up", win.kind, "features takes windows", hint="put eo.window before it")
+        return inputs[0].but(features=_extractor(step_id, cfg, inputs[0]).names)
+
+    def build(ctx: StepContext) -> MapLogic:
+        fx = _extractor(step_id, cfg, ctx.input)
+
+        def compute(w: Window) -> Window:
+            return replace(w, features=fx(w.data))
+
+        def compute_many(windows: list[Window]) -> list[Window]:
+            # windows of one flow step share their shape, so all sensors' windows go through numpy together
+            if len(windows) == 1:
+                return [compute(windows[0])]
+            vectors = fx.many(np.stack([w.data for w in windows]))
+            return [replace(w, features=vector) for w, vector in zip(windows, vectors, strict=True)]
+
+        return MapLogic(fn=compute, batch=compute_many)
+
+    return up.flow.add_step(Step(step_id, "features", "map", (up.step_id,), cfg, schema=schema, build=build))
+
+
+def _extractor(step_id: str, cfg: FeaturesConfig, win: Schema) -> FeatureExtractor:
+    """The extractor for windows of schema *win*, or a :class:`FlowValidationError` naming the step."""
+    if win.kind != "windows" or win.window_size is None or win.rate_hz is None:
+        raise FlowValidationError(step_id, "up", win.kind, "features takes windows", hint="put eo.window before it")
+    try:
+        fx = FeatureExtractor(
+            cfg.names, channels=win.channels, size=win.window_size, rate_hz=win.rate_hz, fft_window=cfg.fft_window
+        )
+    except ValueError as exc:
+        raise FlowValidationError(step_id, "names", list(cfg.names), str(exc)) from None
+    if cfg.normalize is not None:
         try:
-            fx = FeatureExtractor(cfg.names, channels=win.channels, size=win.window_size, rate_hz=win.rate_hz,
-                                  fft_window=cfg.fft_window)
-        except ValueError as exc:
-            raise FlowValidationError(step_id, "names", list(cfg.names), str(exc)) from None
-        if cfg.normalize is not None:
-            try:
-                norm = load_normalization(cfg.normalize, fx.names)
-            except (OSError, ValueError, KeyError) as exc:
-                raise FlowValidationError(step_id, "normalize", str(cfg.normalize), str(exc)) from None
-            fx.normalization = norm
-        extractor[:] = [fx]
-        return win.but(features=fx.names)
-
-    def compute(w: Window) -> Window:
-        return replace(w, features=extractor[0](w.data))
-
-    def compute_many(windows: list[Window]) -> list[Window]:
-        # windows of one flow step share their shape, so all sensors' windows go through numpy together
-        if len(windows) == 1:
-            return [compute(windows[0])]
-        vectors = extractor[0].many(np.stack([w.data for w in windows]))
-        return [replace(w, features=vector) for w, vector in zip(windows, vectors, strict=True)]
-
-    return up.flow.add_step(
-        Step(step_id, "features", "map", (up.step_id,), cfg, schema=schema, fn=compute, batch=compute_many)
-    )
+            fx.normalization = load_normalization(cfg.normalize, fx.names)
+        except (OSError, ValueError, KeyError) as exc:
+            raise FlowValidationError(step_id, "normalize", str(cfg.normalize), str(exc)) from None
+    return fx

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeflow.graph import Step, Stream
+from edgeflow.connectors import Sink
+from edgeflow.graph import Step, StepContext, Stream
 from edgeflow.sinks import JsonlSink, StdoutSink
 
 __all__ = ["SinkSpec", "jsonl", "output", "stdout"]
@@ -15,11 +16,14 @@ __all__ = ["SinkSpec", "jsonl", "output", "stdout"]
 
 @dataclass(frozen=True, slots=True)
 class SinkSpec:
-    """Where a stream goes: a name for the graph and a builder taking the flow's name."""
+    """Where a stream goes: a name for the graph and a factory making the :class:`~edgeflow.connectors.Sink` of a run.
+
+    *check* runs once at compile time; what it returns reaches *build* as ``ctx.prepared``.
+    """
 
     name: str
-    build: Callable[[str], Any]
-    check: Callable[[], None] | None = None
+    build: Callable[[StepContext], Sink]
+    check: Callable[[], Any] | None = None
 
 
 def stdout() -> SinkSpec:
@@ -28,7 +32,7 @@ def stdout() -> SinkSpec:
     >>> stdout().name
     'stdout'
     """
-    return SinkSpec("stdout", StdoutSink)
+    return SinkSpec("stdout", lambda ctx: StdoutSink(ctx.run.stats))
 
 
 def jsonl(path: str | Path) -> SinkSpec:
@@ -37,7 +41,7 @@ def jsonl(path: str | Path) -> SinkSpec:
     >>> jsonl("out/summary.jsonl").name
     'jsonl'
     """
-    return SinkSpec("jsonl", lambda flow_name: JsonlSink(path, flow_name))
+    return SinkSpec("jsonl", lambda ctx: JsonlSink(path, ctx.run.stats))
 
 
 def output(step_id: str, up: Stream, sink: SinkSpec) -> None:
@@ -48,7 +52,4 @@ def output(step_id: str, up: Stream, sink: SinkSpec) -> None:
     >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
     >>> output("print", s, stdout())
     """
-    flow = up.flow
-    flow.add_step(
-        Step(step_id, sink.name, "sink", (up.step_id,), None, sink=lambda: sink.build(flow.name), check=sink.check)
-    )
+    up.flow.add_step(Step(step_id, sink.name, "sink", (up.step_id,), None, build=sink.build, check=sink.check))

@@ -9,6 +9,7 @@ mean score with its 95 % Student-t interval.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from scipy.special import stdtrit
 
 from edgeflow.errors import FlowValidationError
-from edgeflow.graph import Schema, Step, Stream, build_config
+from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.records import Scored, to_datetime
 
 __all__ = ["IntervalSummary", "Summary", "SummaryConfig", "summarize", "wilson_interval"]
@@ -70,11 +71,22 @@ def _round(x: float, digits: int) -> float:
 class IntervalSummary:
     """Accumulates one sensor's scored windows and emits a summary per interval."""
 
-    def __init__(self, cfg: SummaryConfig, feature_names: tuple[str, ...]) -> None:
+    def __init__(
+        self, cfg: SummaryConfig, feature_names: tuple[str, ...], resume: dict[str, Any] | None = None
+    ) -> None:
         self._cfg = cfg
         self._names = feature_names
         self._interval: int | None = None
         self._reset()
+        if resume is not None:
+            self.__dict__.update(copy.deepcopy(resume))
+
+    _SNAPSHOT = ("_interval", "_windows", "_samples", "_raw_bytes", "_anomalous", "_scores", "_max_score",
+                 "_max_at", "_fmin", "_fmax", "_fsum", "_sensor", "_model")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The open interval's accumulators (a deep copy, picklable)."""
+        return copy.deepcopy({name: self.__dict__[name] for name in self._SNAPSHOT})
 
     def _reset(self) -> None:
         self._windows = 0
@@ -184,7 +196,6 @@ def summarize(
     cfg: SummaryConfig = build_config(
         step_id, SummaryConfig, every_s=every_s, min_anomalous_windows=min_anomalous_windows, digits=digits
     )
-    names: list[tuple[str, ...]] = []
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
         (scored,) = inputs
@@ -196,21 +207,13 @@ def summarize(
                 "summarize takes scored windows",
                 hint="put a detector or eo.infer before it",
             )
-        names[:] = [scored.features]
         return Schema("summaries")
 
-    flow = up.flow
-    out = flow.add_step(
-        Step(
-            step_id,
-            "summarize",
-            "keyed",
-            (up.step_id,),
-            cfg,
-            schema=schema,
-            logic=lambda: IntervalSummary(cfg, names[0]),
-        )
-    )
+    def build(ctx: StepContext) -> Any:
+        names = ctx.input.features
+        return lambda resume: IntervalSummary(cfg, names, resume)
+
+    out = up.flow.add_step(Step(step_id, "summarize", "keyed", (up.step_id,), cfg, schema=schema, build=build))
     if sink is not None:
         from edgeflow.operators.output import output
 

@@ -21,8 +21,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_validator
 
 from edgeflow.errors import FlowValidationError
-from edgeflow.graph import Schema, Step, Stream, build_config
-from edgeflow.metrics import FlowStats, flow_stats
+from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
+from edgeflow.metrics import FlowStats
 from edgeflow.records import DeadLetter, Sample, SampleBlock, Window
 
 __all__ = ["SensorAdmission", "SensorWindows", "WindowConfig", "window"]
@@ -101,14 +101,20 @@ class SensorWindows:
     """Ring buffer and resampler for one sensor (the state of one key).
 
     >>> cfg = WindowConfig(rate_hz=10, size=4, hop=2, max_gap_s=1.0)
-    >>> state = SensorWindows("w", cfg, 1, SensorAdmission(10), flow_stats("doc-win"))
+    >>> state = SensorWindows("w", cfg, 1, SensorAdmission(10), FlowStats())
     >>> samples = [Sample(t / 10, "s", (float(t),), 10, 0) for t in range(8)]
     >>> [w.data[0].tolist() for w in state.on_batch(samples)]
     [[0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0], [4.0, 5.0, 6.0, 7.0]]
     """
 
     def __init__(
-        self, step_id: str, cfg: WindowConfig, channels: int, admission: SensorAdmission, stats: FlowStats
+        self,
+        step_id: str,
+        cfg: WindowConfig,
+        channels: int,
+        admission: SensorAdmission,
+        stats: FlowStats,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         self._step_id = step_id
         self._cfg = cfg
@@ -132,6 +138,8 @@ class SensorWindows:
         self._attributed = 0
         self._sensor: str | None = None
         self._rejected = False
+        if resume is not None:
+            self._restore(resume)
 
     def _admit(self, sensor: str) -> None:
         self._sensor = sensor
@@ -250,6 +258,28 @@ class SensorWindows:
             self._stats.count("window.tail_samples", self._n_raw)
         return []
 
+    _SNAPSHOT = ("_buf", "_pos", "_filled", "_since_emit", "_last_t", "_last_v", "_origin", "_next_index",
+                 "_n_raw", "_raw_bytes", "_sensor", "_rejected")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ring buffer, resampler position and unattributed raw counts (copied, picklable).
+
+        >>> cfg = WindowConfig(rate_hz=10, size=4, hop=2, max_gap_s=1.0)
+        >>> a = SensorWindows("w", cfg, 1, SensorAdmission(10), FlowStats())
+        >>> _ = a.on_batch([Sample(t / 10, "s", (float(t),), 10, 0) for t in range(5)])
+        >>> b = SensorWindows("w", cfg, 1, SensorAdmission(10), FlowStats(), resume=a.snapshot())
+        >>> later = [Sample(t / 10, "s", (float(t),), 10, 0) for t in range(5, 8)]
+        >>> [w.data[0].tolist() for w in b.on_batch(later)] == [w.data[0].tolist() for w in a.on_batch(later)]
+        True
+        """
+        return {name: (v.copy() if isinstance(v := getattr(self, name), np.ndarray) else v) for name in self._SNAPSHOT}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        for name in self._SNAPSHOT:
+            setattr(self, name, state[name])
+        if self._sensor is not None and not self._rejected:
+            self._admission.admit(self._sensor)
+
 
 def window(
     step_id: str,
@@ -281,22 +311,19 @@ def window(
         max_gap_s=max_gap_s,
         max_sensors=max_sensors,
     )
-    flow = up.flow
-    admission: list[SensorAdmission] = []  # made anew at each compile, so every run starts empty
-    channels: list[int] = []
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
         if inputs[0].kind != "samples":
             raise FlowValidationError(
                 step_id, "up", inputs[0].kind, "window takes samples", hint="put it after a source"
             )
-        channels[:] = [len(inputs[0].channels)]
-        admission[:] = [SensorAdmission(cfg.max_sensors)]
         return Schema("windows", channels=inputs[0].channels, rate_hz=cfg.rate_hz, window_size=cfg.points[0])
 
-    def logic() -> SensorWindows:
-        return SensorWindows(step_id, cfg, channels[0], admission[0], flow_stats(flow.name))
+    def build(ctx: StepContext) -> Any:
+        channels, stats = len(ctx.input.channels), ctx.run.stats
+        admission = SensorAdmission(cfg.max_sensors)  # one per run: every run starts empty
+        return lambda resume: SensorWindows(step_id, cfg, channels, admission, stats, resume)
 
-    return flow.add_step(
-        Step(step_id, "window", "keyed", (up.step_id,), cfg, schema=schema, logic=logic, can_fail=True)
+    return up.flow.add_step(
+        Step(step_id, "window", "keyed", (up.step_id,), cfg, schema=schema, build=build, can_fail=True)
     )

@@ -1,0 +1,28 @@
+"""The run context: what one run of a compiled flow shares between its steps.
+
+Each run gets a fresh context, so two runs (or two flows with one name) never
+share counters or per-run state.
+
+>>> ctx = RunContext("demo")
+>>> ctx.stats.add(samples_in=2)
+>>> ctx.stats.samples_in
+2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeflow.metrics import FlowStats
+
+__all__ = ["RunContext"]
+
+
+@dataclass
+class RunContext:
+    """One run of a flow: its name, its counters and where dead letters go."""
+
+    flow_name: str
+    stats: FlowStats = field(default_factory=FlowStats)
+    dead_letter_path: Path | None = None
