@@ -9,50 +9,38 @@ from pathlib import Path
 
 __all__ = ["scaffold"]
 
-_FLOW = '''"""Example flow: replay -> g to m/s^2 -> windows -> features -> z-score -> 5 s summaries."""
+_FLOW = '''"""Example flow: replay -> windows -> features + impulse factor -> z-score -> 5 s summaries."""
 
 import edgeflow.operators as eo
 from edgeflow import Flow
-from operators.units import g_to_ms2
+from operators.impulse import impulse_factor
 
 flow = Flow("example", dead_letter_path="out/dead_letters.jsonl")
-samples = g_to_ms2("to_ms2", eo.replay("samples", flow, "data/recording.csv"))
+samples = eo.replay("samples", flow, "data/recording.csv")
 windows = eo.window("win", samples, rate_hz=200, size=128, hop=32)
 feats = eo.features("feat", windows, ["mean", "std", "rms", "p95", "fft_bands(0-20,20-100)"])
+feats = impulse_factor("impulse", feats)
 scores = eo.zscore_detector("detect", feats, threshold=6.0, warmup=40)
 eo.summarize("summary", scores, every_s=5, sink=eo.jsonl("out/summary.jsonl"))
 '''
 
-_OPERATOR = '''"""A custom stateless operator: convert acceleration samples from g to m/s^2."""
+_OPERATOR = '''"""A custom feature: the impulse factor (peak / mean absolute value) of each window.
 
-from pydantic import BaseModel, ConfigDict
+It gets every window of a batch at once as an array shaped (windows, channels, size)
+and returns one value per window; edgeflow checks and fuses it like a built-in step.
+"""
 
-from dataclasses import replace
+import numpy as np
 
-from edgeflow import FlowValidationError, Schema, Step, Stream, build_config
-from edgeflow.records import SampleBlock
-
-G = 9.80665
-
-
-class UnitsConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    factor: float = G
+import edgeflow.operators as eo
 
 
-def g_to_ms2(step_id: str, up: Stream, *, factor: float = G) -> Stream:
-    """Multiply every sample value by *factor* (stateless; samples arrive as per-sensor blocks of arrays)."""
-    cfg = build_config(step_id, UnitsConfig, factor=factor)
-
-    def schema(inputs: tuple[Schema, ...]) -> Schema:
-        if inputs[0].kind != "samples":
-            raise FlowValidationError(step_id, "up", inputs[0].kind, "g_to_ms2 takes samples")
-        return inputs[0]
-
-    def convert(block: SampleBlock) -> SampleBlock:
-        return replace(block, values=block.values * cfg.factor)
-
-    return up.flow.add_step(Step(step_id, "g_to_ms2", "map", (up.step_id,), cfg, schema=schema, fn=convert))
+@eo.window_feature(adds=["impulse"], data=True)
+def impulse_factor(data: np.ndarray) -> np.ndarray:
+    """Peak over mean absolute value of the first channel (0 for a silent window)."""
+    x = np.abs(data[:, 0, :])
+    mean = x.mean(axis=1)
+    return np.divide(x.max(axis=1), mean, out=np.zeros_like(mean), where=mean > 0)
 '''
 
 _TEST = '''"""Replay the recording through the flow and check what it reports."""
@@ -110,7 +98,7 @@ def scaffold(directory: Path) -> list[Path]:
         "README.md": _README.format(name=directory.name),
         "flows/example.py": _FLOW,
         "operators/__init__.py": "",
-        "operators/units.py": _OPERATOR,
+        "operators/impulse.py": _OPERATOR,
         "models/README.md": "int8 models and their manifest go here (see `edgeflow model build`).\n",
         "tests/test_example_flow.py": _TEST,
         "pytest.ini": "[pytest]\ntestpaths = tests\npythonpath = .\n",
