@@ -1,5 +1,6 @@
-"""``python -m edgeflow`` runs the CLI."""
+"""``python -m edgeflow`` runs the ``edgeflow`` command."""
 
 from edgeflow.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,12 @@
 """``edgeflow record`` and ``edgeflow publish``: live MQTT to a replayable recording, and a recording to MQTT.
 
-Registered on the main ``edgeflow`` command by :mod:`edgeflow.cli`.
+Registered on the main ``edgeflow`` command by :mod:`edgeflow.cli`. paho and the MQTT
+client module are imported when one of these commands runs, not when ``edgeflow`` starts.
+
+>>> app = typer.Typer()
+>>> register(app)
+>>> [command.name for command in app.registered_commands]
+['record', 'publish']
 """
 
 from __future__ import annotations
@@ -11,13 +17,33 @@ from typing import Annotated
 
 import typer
 
-from edgeflow.mqtt.client import DEFAULT_BROKER, start_hint
 from edgeflow.terminal import EXIT_FAILED, EXIT_USAGE, err
 
 __all__ = ["register"]
 
 
-Broker = Annotated[str, typer.Option("--broker", "-b", help="host:port (mqtts://host:port for TLS)")]
+def _default_broker() -> str:
+    from edgeflow.mqtt.client import DEFAULT_BROKER
+
+    return DEFAULT_BROKER
+
+
+def _start_hint(broker: str) -> str:
+    from edgeflow.mqtt.client import start_hint
+
+    return start_hint(broker)
+
+
+Broker = Annotated[
+    str,
+    typer.Option(
+        "--broker",
+        "-b",
+        default_factory=_default_broker,
+        show_default=False,
+        help="host:port, default 127.0.0.1:1883 (mqtts://host:port for TLS)",
+    ),
+]
 Codec = Annotated[str, typer.Option("--codec", help="json, csv or f32")]
 
 
@@ -30,7 +56,7 @@ def _check_codec(codec: str) -> None:
 def record_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write (replay format)")],
     topic: Annotated[list[str], typer.Option("--topic", "-t", help="Subscription filter; repeatable")],
-    broker: Broker = DEFAULT_BROKER,
+    broker: Broker,
     template: Annotated[
         str | None,
         typer.Option("--template", help="Topic template giving the sensor, e.g. plant/{line}/{sensor}/accel"),
@@ -51,13 +77,22 @@ def record_command(
         err.print("recording until Ctrl-C (give --duration or --count to stop by itself)")
     try:
         report = record(
-            broker, topic, out, template=template, key=key, codec=codec,  # type: ignore[arg-type]
-            channels=tuple(c.strip() for c in channels.split(",") if c.strip()), rate_hz=rate_hz,
-            duration_s=duration, count=count, qos=qos, dead_letters=sys.stderr,
+            broker,
+            topic,
+            out,
+            template=template,
+            key=key,
+            codec=codec,  # type: ignore[arg-type]
+            channels=tuple(c.strip() for c in channels.split(",") if c.strip()),
+            rate_hz=rate_hz,
+            duration_s=duration,
+            count=count,
+            qos=qos,
+            dead_letters=sys.stderr,
             on_ready=lambda: err.print(f"subscribed to {', '.join(topic)} at {broker}; recording to {out}"),
         )
     except (ConnectionError, OSError) as exc:
-        err.print(f"[red]cannot record[/red]: {exc}. Hint: {start_hint(broker)}")
+        err.print(f"[red]cannot record[/red]: {exc}. Hint: {_start_hint(broker)}")
         raise typer.Exit(EXIT_FAILED) from None
     except ValueError as exc:
         err.print(f"[red]bad option[/red]: {exc}")
@@ -72,7 +107,7 @@ def record_command(
 
 def publish_command(
     recording: Annotated[Path, typer.Argument(help="CSV or JSONL recording (ts, sensor, value columns)")],
-    broker: Broker = DEFAULT_BROKER,
+    broker: Broker,
     topic_template: Annotated[
         str, typer.Option("--topic-template", "-t", help="Topic per sensor, e.g. plant/line1/{sensor}/accel")
     ] = "plant/line1/{sensor}/accel",
@@ -99,11 +134,20 @@ def publish_command(
         raise typer.Exit(EXIT_USAGE)
     try:
         report = publish_recording(
-            recording, broker, template=topic_template, codec=codec, rate=rate, speed=speed,  # type: ignore[arg-type]
-            batch=batch, qos=qos, rate_hz=rate_hz, eos_topic=eos_topic, limit=limit,
+            recording,
+            broker,
+            template=topic_template,
+            codec=codec,
+            rate=rate,
+            speed=speed,  # type: ignore[arg-type]
+            batch=batch,
+            qos=qos,
+            rate_hz=rate_hz,
+            eos_topic=eos_topic,
+            limit=limit,
         )
     except (ConnectionError, OSError) as exc:
-        err.print(f"[red]cannot publish[/red]: {exc}. Hint: {start_hint(broker)}")
+        err.print(f"[red]cannot publish[/red]: {exc}. Hint: {_start_hint(broker)}")
         raise typer.Exit(EXIT_FAILED) from None
     except ValueError as exc:
         err.print(f"[red]bad option[/red]: {exc}")
