@@ -77,7 +77,7 @@ class CompiledFlow:
         return self.flow.name
 
     def context(self, step: Step, run: RunContext) -> StepContext:
-        """The :class:`StepContext` *step*'s factory gets in *run*."""
+        """Return the :class:`StepContext` *step*'s factory gets in *run*."""
         inputs = tuple(self.schemas[src] for src in step.inputs)
         return StepContext(step.step_id, inputs, self.schemas[step.step_id], run, self.prepared.get(step.step_id))
 

@@ -26,7 +26,7 @@ from typing import TextIO
 
 import numpy as np
 
-from edgeflow.records import DeadLetter, Sample, SampleBlock, parse_timestamp, parse_timestamps
+from edgeflow.records import DeadLetter, Sample, SampleBlock, TimeFormat
 
 __all__ = ["Chunk", "RecordingReader", "read_columns", "read_recording", "value_columns_of"]
 
@@ -55,8 +55,8 @@ def read_columns(path: Path) -> list[str]:
     return next(csv.reader([first]))
 
 
-def value_columns_of(columns: Sequence[str], time_column: str, sensor_column: str) -> tuple[str, ...]:
-    """The value columns by default: every column but the time and sensor ones.
+def value_columns_of(columns: Sequence[str], time_column: str, sensor_column: str | None) -> tuple[str, ...]:
+    """Return the default value columns: every column but the time and sensor ones.
 
     >>> value_columns_of(["ts", "sensor", "x", "y"], "ts", "sensor")
     ('x', 'y')
@@ -77,13 +77,13 @@ class Chunk:
         return int(self.ts.shape[0])
 
     def split(self, n: int) -> tuple[Chunk, Chunk]:
-        """The first *n* rows and the rest."""
+        """Split into the first *n* rows and the rest."""
         head = Chunk(self.ts[:n], self.sensors[:n], self.values[:n], self.nbytes[:n])
         return head, Chunk(self.ts[n:], self.sensors[n:], self.values[n:], self.nbytes[n:])
 
     @classmethod
     def of(cls, samples: list[Sample], channels: int) -> Chunk:
-        """Rows from samples parsed one by one."""
+        """Make rows from samples parsed one by one."""
         return cls(
             np.fromiter((s.ts for s in samples), dtype=np.float64, count=len(samples)),
             np.array([s.sensor for s in samples], dtype=str),
@@ -136,6 +136,8 @@ class RecordingReader:
         step_id: str,
         time_column: str = "ts",
         sensor_column: str = "sensor",
+        sensor: str | None = None,
+        time_format: TimeFormat | None = None,
         batch_size: int = 1024,
         start_line: int = 0,
     ) -> None:
@@ -143,6 +145,8 @@ class RecordingReader:
         self._values = values
         self._time_column = time_column
         self._sensor_column = sensor_column
+        self._sensor = sensor
+        self._time = time_format or TimeFormat()
         self._batch_size = batch_size
         self._file = _open(path)
         self._jsonl = _is_jsonl(path)
@@ -152,7 +156,8 @@ class RecordingReader:
             names = next(csv.reader([self._file.readline()]))
             self.line = 1
             self._ncols = len(names)
-            self._i_ts, self._i_sensor = names.index(time_column), names.index(sensor_column)
+            self._i_ts = names.index(time_column)
+            self._i_sensor = -1 if sensor is not None else names.index(sensor_column)
             self._i_vals = [names.index(v) for v in values]
         for _ in range(max(0, start_line - self.line)):
             self._file.readline()
@@ -189,11 +194,14 @@ class RecordingReader:
             return None
         columns = list(zip(*rows, strict=True))
         try:
-            ts = parse_timestamps(columns[self._i_ts])
+            ts = self._time.parse_many(columns[self._i_ts])
             values = np.array([columns[i] for i in self._i_vals], dtype=np.float64).T
         except ValueError:
             return None
-        sensors = np.array(columns[self._i_sensor], dtype=str)
+        if self._sensor is not None:
+            sensors = np.full(len(rows), self._sensor)
+        else:
+            sensors = np.array(columns[self._i_sensor], dtype=str)
         if not (np.isfinite(values).all() and np.isfinite(ts).all()) or (sensors == "").any():
             return None
         nbytes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
@@ -208,18 +216,19 @@ class RecordingReader:
             if len(row) != self._ncols:
                 msg = f"expected {self._ncols} columns, got {len(row)}"
                 raise ValueError(msg)
-            ts = parse_timestamp(row[self._i_ts])
+            ts = self._time.parse(row[self._i_ts])
             values = tuple(float(row[i]) for i in self._i_vals)
         except ValueError as exc:
             return self._dead(line, str(exc), raw)
-        return self._check(ts, row[self._i_sensor], values, len(raw), raw, line)
+        sensor = self._sensor if self._sensor is not None else row[self._i_sensor]
+        return self._check(ts, sensor, values, len(raw), raw, line)
 
     def _from_json(self, raw: str, line: int) -> Sample | DeadLetter:
         try:
             record = json.loads(raw)
             ts = record[self._time_column]
-            ts = float(ts) if isinstance(ts, (int, float)) else parse_timestamp(ts)
-            sensor = str(record[self._sensor_column])
+            ts = self._time.parse(ts if isinstance(ts, str) else repr(float(ts)))
+            sensor = self._sensor if self._sensor is not None else str(record[self._sensor_column])
             values = tuple(float(record[v]) for v in self._values)
         except (ValueError, KeyError, TypeError) as exc:
             return self._dead(line, f"{type(exc).__name__}: {exc}", raw)
@@ -243,6 +252,8 @@ def read_recording(
     time_column: str = "ts",
     sensor_column: str = "sensor",
     value_columns: Sequence[str] | None = None,
+    sensor: str | None = None,
+    time_format: TimeFormat | None = None,
     limit: int | None = None,
 ) -> tuple[tuple[str, ...], Iterator[Row]]:
     """Channel names and ``(sensor, ts, values)`` rows of a recording, in file order, parsed as replay parses it.
@@ -251,7 +262,15 @@ def read_recording(
     """
     path = Path(path)
     channels = tuple(value_columns or value_columns_of(read_columns(path), time_column, sensor_column))
-    reader = RecordingReader(path, channels, step_id="read", time_column=time_column, sensor_column=sensor_column)
+    reader = RecordingReader(
+        path,
+        channels,
+        step_id="read",
+        time_column=time_column,
+        sensor_column=sensor_column,
+        sensor=sensor,
+        time_format=time_format,
+    )
 
     def rows() -> Iterator[Row]:
         n = 0
@@ -260,8 +279,9 @@ def read_recording(
                 chunk, _dead = reader.read()
                 if chunk is None:
                     return
-                for sensor, ts, values in zip(chunk.sensors.tolist(), chunk.ts.tolist(), chunk.values.tolist(),
-                                              strict=True):
+                for sensor, ts, values in zip(
+                    chunk.sensors.tolist(), chunk.ts.tolist(), chunk.values.tolist(), strict=True
+                ):
                     yield (sensor, ts, tuple(values))
                     n += 1
                     if limit is not None and n >= limit:

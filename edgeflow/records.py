@@ -7,15 +7,28 @@ datetimes with :func:`to_datetime`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from datetime import datetime, timezone, tzinfo
+from typing import Any, Literal, NamedTuple
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
-__all__ = ["DeadLetter", "Sample", "SampleBlock", "Scored", "Window", "parse_timestamp", "to_datetime"]
+__all__ = [
+    "DeadLetter",
+    "Sample",
+    "SampleBlock",
+    "Scored",
+    "TimeFormat",
+    "Window",
+    "parse_timestamp",
+    "parse_timestamps",
+    "to_datetime",
+    "to_iso",
+]
 
 
 class Sample(NamedTuple):
@@ -151,53 +164,123 @@ class DeadLetter:
         return {"step": self.step_id, "reason": self.reason, "payload": self.payload, "sensor": self.sensor}
 
 
+TimeUnit = Literal["s", "ms", "us", "ns"]
+_UNIT_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+MIN_TS, MAX_TS = -62_135_596_800.0, 253_402_300_799.0
+"""Event times edgeflow accepts: the years 1 to 9999 (what an aware ``datetime`` can hold)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeFormat:
+    """How a source's timestamps are written: ISO 8601 text or epoch numbers, and the zone of naive text.
+
+    The one timestamp parser of edgeflow: replay, the MQTT codecs and ``edgeflow publish`` all use it.
+
+    >>> TimeFormat().parse("2026-03-02T08:00:00Z"), TimeFormat(unit="ms").parse("1772438400500")
+    (1772438400.0, 1772438400.5)
+    >>> TimeFormat(tz="Europe/Berlin").parse("2026-03-02T09:00:00")
+    1772438400.0
+    >>> TimeFormat().parse("2026-03-02T09:00:00")
+    Traceback (most recent call last):
+    ...
+    ValueError: timestamp '2026-03-02T09:00:00' has no timezone; add 'Z' or an offset like '+01:00', or set tz=
+    """
+
+    tz: str | None = None
+    """Zone (IANA name, e.g. ``"UTC"``) of timestamps written without an offset; ``None``: such text is an error."""
+    unit: TimeUnit = "s"
+    """Unit of numeric epoch timestamps."""
+
+    def parse(self, text: str) -> float:
+        """Epoch seconds of one timestamp; ``ValueError`` naming the text when it is bad or out of range."""
+        try:
+            number = float(text)
+        except ValueError:
+            seconds = self._parse_text(text)
+        else:
+            if not math.isfinite(number):
+                msg = f"timestamp {text!r} is not a finite number"
+                raise ValueError(msg)
+            seconds = number * _UNIT_SCALE[self.unit]
+        if not MIN_TS <= seconds <= MAX_TS:
+            msg = f"timestamp {text!r} is outside the years 1-9999 (unit {self.unit!r})"
+            raise ValueError(msg)
+        return seconds
+
+    def _parse_text(self, text: str) -> float:
+        stamp = datetime.fromisoformat(text)
+        if stamp.tzinfo is None:
+            if self.tz is None:
+                msg = f"timestamp {text!r} has no timezone; add 'Z' or an offset like '+01:00', or set tz="
+                raise ValueError(msg)
+            stamp = stamp.replace(tzinfo=_zone(self.tz))
+        return stamp.timestamp()
+
+    def parse_many(self, texts: Sequence[str]) -> np.ndarray:
+        """Parse many timestamps into float64 epoch seconds; ``ValueError`` if any is bad.
+
+        UTC ISO 8601 text (``...Z``, ``...+00:00``, or naive with ``tz="UTC"``) is parsed by numpy in C;
+        anything else one by one.
+
+        >>> TimeFormat().parse_many(["2026-03-02T08:00:00.5Z", "2026-03-02T08:00:01+00:00"]).tolist()
+        [1772438400.5, 1772438401.0]
+        """
+        stripped: Sequence[str] | None = None
+        if texts and all(t.endswith("Z") for t in texts):
+            stripped = [t[:-1] for t in texts]
+        elif texts and all(t.endswith("+00:00") for t in texts):
+            stripped = [t[:-6] for t in texts]
+        elif (
+            self.tz in ("UTC", "Etc/UTC")
+            and texts
+            and all(len(t) >= 19 and t[10] == "T" and "+" not in t[10:] and t.count("-") == 2 for t in texts)
+        ):
+            stripped = texts
+        if stripped is None or not all(len(t) > 10 and t[10] == "T" for t in stripped):
+            return np.fromiter(map(self.parse, texts), dtype=np.float64, count=len(texts))
+        # numpy would accept a bare date or a year past 9999: those go the strict way above
+        micros = np.array(stripped, dtype="datetime64[us]").astype(np.int64)
+        return micros / 1e6
+
+
+@functools.lru_cache(maxsize=32)
+def _zone(name: str) -> tzinfo:
+    if name.upper() == "UTC":
+        return timezone.utc
+    return ZoneInfo(name)
+
+
 def parse_timestamp(text: str) -> float:
-    """Parse a timezone-aware ISO 8601 timestamp or epoch seconds into epoch seconds.
+    """Parse a timezone-aware ISO 8601 timestamp or epoch seconds into epoch seconds (``TimeFormat().parse``).
 
     >>> parse_timestamp("2026-03-02T08:00:00Z")
     1772438400.0
-    >>> parse_timestamp("1772438400.5")
-    1772438400.5
     >>> parse_timestamp("nan")
     Traceback (most recent call last):
     ...
     ValueError: timestamp 'nan' is not a finite number
     """
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds):
-            msg = f"timestamp {text!r} is not a finite number"
-            raise ValueError(msg)
-        return seconds
-    stamp = datetime.fromisoformat(text)
-    if stamp.tzinfo is None:
-        msg = f"timestamp {text!r} has no timezone; add 'Z' or an offset like '+01:00'"
-        raise ValueError(msg)
-    return stamp.timestamp()
+    return _DEFAULT_FORMAT.parse(text)
 
 
 def parse_timestamps(texts: Sequence[str]) -> np.ndarray:
-    """Parse many timestamps at once into float64 epoch seconds; raise ``ValueError`` if any is bad.
+    """Parse many timestamps at once (``TimeFormat().parse_many``)."""
+    return _DEFAULT_FORMAT.parse_many(texts)
 
-    UTC ISO 8601 text (``...Z`` or ``...+00:00``) is parsed by numpy in C; other offsets and epoch
-    numbers one by one.
 
-    >>> parse_timestamps(["2026-03-02T08:00:00.5Z", "2026-03-02T08:00:01+00:00"]).tolist()
-    [1772438400.5, 1772438401.0]
+_DEFAULT_FORMAT = TimeFormat()
+
+
+def to_iso(ts: float) -> str:
+    """ISO 8601 text of epoch seconds, for messages and reports (never a numpy repr).
+
+    >>> to_iso(1772438400.25)
+    '2026-03-02T08:00:00.250000+00:00'
     """
-    if texts and all(t.endswith("Z") for t in texts):
-        stripped = [t[:-1] for t in texts]
-    elif texts and all(t.endswith("+00:00") for t in texts):
-        stripped = [t[:-6] for t in texts]
-    else:
-        return np.fromiter(map(parse_timestamp, texts), dtype=np.float64, count=len(texts))
-    if not all("T" in t for t in stripped):  # numpy would accept a bare date; keep the rule strict
-        return np.fromiter(map(parse_timestamp, texts), dtype=np.float64, count=len(texts))
-    micros = np.array(stripped, dtype="datetime64[us]").astype(np.int64)
-    return micros / 1e6
+    try:
+        return to_datetime(float(ts)).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return repr(float(ts))
 
 
 def to_datetime(ts: float) -> datetime:

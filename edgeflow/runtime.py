@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgeflow.compiler import CompiledFlow, compile_flow
 from edgeflow.connectors import Sink

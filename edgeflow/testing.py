@@ -47,7 +47,7 @@ class Capture:
 
 
 def run_capture(flow: CompiledFlow | Flow | str, *, workers: int = 1) -> Capture:
-    """Run *flow* (compiled, or a flow, or a flow file target) to the end, capturing every sink instead of writing it."""
+    """Run *flow* (compiled, a flow, or a flow file target) to the end, capturing every sink instead of writing it."""
     if isinstance(flow, str):
         flow = load_flow(flow)
     compiled = flow if isinstance(flow, CompiledFlow) else compile_flow(flow)

@@ -89,7 +89,9 @@ def test_a_compiled_flow_runs_twice_with_fresh_state() -> None:
     compiled = compile_flow(flow)
     a, b = run_capture(compiled), run_capture(compiled)
     assert a.only() == b.only() and len(a.dead_letters) == len(b.dead_letters) > 0
-    assert {s["sensor"] for s in a.only()} == {s["sensor"] for s in b.only()} and len({s["sensor"] for s in a.only()}) == 2
+    assert {s["sensor"] for s in a.only()} == {s["sensor"] for s in b.only()} and len(
+        {s["sensor"] for s in a.only()}
+    ) == 2
 
 
 # -- custom operators from primitives ---------------------------------------------------------------
@@ -133,8 +135,9 @@ def test_a_failing_feature_function_dead_letters_its_windows_and_the_flow_goes_o
     flow, f = _feature_flow("wf-fail")
     eo.output("out", broken("broken", f), eo.jsonl("out/wf-fail.jsonl"))
     result = run_capture(flow)
-    assert result.dead_letters and all("broken failed: ValueError: returned shape" in d["reason"]
-                                       for d in result.dead_letters)
+    assert result.dead_letters and all(
+        "broken failed: ValueError: returned shape" in d["reason"] for d in result.dead_letters
+    )
     assert len(result.only()) + len(result.dead_letters) == result.report.stats.windows
 
 

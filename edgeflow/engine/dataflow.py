@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["build_dataflow", "fused_function"]
 
+
 def fused_function(chain: Iterable[MapLogic]) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
     """Chain stateless steps into one batch function over ``(key, item)`` pairs.
 

@@ -46,7 +46,11 @@ __all__ = [
     "zscore_detector",
 ]
 
-_LAZY = {"infer": "edgeflow.operators.infer", "mqtt_sink": "edgeflow.operators.mqtt", "mqtt_source": "edgeflow.operators.mqtt"}
+_LAZY = {
+    "infer": "edgeflow.operators.infer",
+    "mqtt_sink": "edgeflow.operators.mqtt",
+    "mqtt_source": "edgeflow.operators.mqtt",
+}
 
 
 def __getattr__(name: str) -> Any:

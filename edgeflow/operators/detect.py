@@ -102,7 +102,7 @@ class ZScoreState:
         return []
 
     def snapshot(self) -> dict[str, Any]:
-        """The baseline: count, means and (Welford or EWMA) variances, copied.
+        """Return the baseline: count, means and (Welford or EWMA) variances, copied.
 
         >>> a = ZScoreState(DetectorConfig(warmup=2), "zscore", FlowStats())
         >>> _ = [a.score(np.array([x])) for x in (1.0, 2.0)]

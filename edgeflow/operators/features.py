@@ -132,9 +132,7 @@ class FeatureExtractor:
     ) -> None:
         self._parsed = parse_features(names)
         per_channel = [p if isinstance(p, str) else p.name if isinstance(p, _Band) else f"p{p:g}" for p in self._parsed]
-        self.names = tuple(
-            f"{c}.{n}" if len(channels) > 1 else n for c in channels for n in per_channel
-        )
+        self.names = tuple(f"{c}.{n}" if len(channels) > 1 else n for c in channels for n in per_channel)
         self._percentiles = [p for p in self._parsed if isinstance(p, float)]
         bands = [p for p in self._parsed if isinstance(p, _Band)]
         nyquist = rate_hz / 2
@@ -324,7 +322,7 @@ def features(
 
 
 def _extractor(step_id: str, cfg: FeaturesConfig, win: Schema) -> FeatureExtractor:
-    """The extractor for windows of schema *win*, or a :class:`FlowValidationError` naming the step."""
+    """Return the extractor for windows of schema *win*, or a :class:`FlowValidationError` naming the step."""
     if win.kind != "windows" or win.window_size is None or win.rate_hz is None:
         raise FlowValidationError(step_id, "up", win.kind, "features takes windows", hint="put eo.window before it")
     try:

@@ -16,14 +16,16 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Flow, Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
 from edgeflow.recordings import Chunk, RecordingReader, read_columns, value_columns_of
+from edgeflow.records import TimeFormat, TimeUnit
 
 __all__ = ["ReplayConfig", "ReplaySource", "replay"]
 
@@ -37,10 +39,33 @@ class ReplayConfig(BaseModel):
     speed: PositiveFloat | None = None
     """``None``: as fast as possible; ``1.0``: real time; ``10``: ten times faster."""
     time_column: str = "ts"
+    """The timestamp column: ISO 8601 text, or epoch numbers in ``time_unit``."""
+    time_unit: TimeUnit = "s"
+    """Unit of numeric epoch timestamps: ``s``, ``ms``, ``us`` or ``ns``."""
+    tz: str | None = None
+    """IANA zone (e.g. ``"UTC"``, ``"Europe/Berlin"``) of timestamps written without an offset."""
     sensor_column: str = "sensor"
+    sensor: str | None = Field(default=None, min_length=1)
+    """A constant sensor id for a one-sensor file without a sensor column (``sensor_column`` is then ignored)."""
     value_columns: tuple[str, ...] | None = None
     """Columns holding values; default: every other column."""
     batch_size: PositiveInt = Field(default=1024, le=65_536)
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, tz: str | None) -> str | None:
+        if tz is not None and tz.upper() != "UTC":
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                msg = f"unknown time zone {tz!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'"
+                raise ValueError(msg) from None
+        return tz
+
+    @property
+    def time_format(self) -> TimeFormat:
+        """How this recording's timestamps are parsed."""
+        return TimeFormat(tz=self.tz, unit=self.time_unit)
 
 
 class _ReplayPartition:
@@ -57,6 +82,8 @@ class _ReplayPartition:
             step_id=step_id,
             time_column=cfg.time_column,
             sensor_column=cfg.sensor_column,
+            sensor=cfg.sensor,
+            time_format=cfg.time_format,
             batch_size=cfg.batch_size,
             start_line=resume or 0,
         )
@@ -125,15 +152,20 @@ class ReplaySource:
 
 def _value_names(step_id: str, cfg: ReplayConfig) -> tuple[str, ...]:
     if not cfg.path.is_file():
-        raise FlowValidationError(step_id, "path", str(cfg.path), "no such file", hint=f"paths are relative to {Path.cwd()}")
+        raise FlowValidationError(
+            step_id, "path", str(cfg.path), "no such file", hint=f"paths are relative to {Path.cwd()}"
+        )
     try:
         columns = read_columns(cfg.path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise FlowValidationError(step_id, "path", str(cfg.path), f"cannot read the recording: {exc}") from None
-    for name, column in (("time_column", cfg.time_column), ("sensor_column", cfg.sensor_column)):
+    needed = [("time_column", cfg.time_column)] + ([("sensor_column", cfg.sensor_column)] if cfg.sensor is None else [])
+    for name, column in needed:
         if column not in columns:
-            raise FlowValidationError(step_id, name, column, f"not a column of the recording {columns}")
-    wanted = cfg.value_columns or value_columns_of(columns, cfg.time_column, cfg.sensor_column)
+            hint = "name the column" + (", or give sensor= for a one-sensor file" if name == "sensor_column" else "")
+            raise FlowValidationError(step_id, name, column, f"not a column of the recording {columns}", hint=hint)
+    sensor_column = cfg.sensor_column if cfg.sensor is None else None
+    wanted = cfg.value_columns or value_columns_of(columns, cfg.time_column, sensor_column)
     missing = [c for c in wanted if c not in columns]
     if missing or not wanted:
         raise FlowValidationError(
@@ -149,11 +181,19 @@ def replay(
     *,
     speed: float | None = None,
     time_column: str = "ts",
+    time_unit: str = "s",
+    tz: str | None = None,
     sensor_column: str = "sensor",
+    sensor: str | None = None,
     value_columns: tuple[str, ...] | list[str] | None = None,
     batch_size: int = 1024,
 ) -> Stream:
     """Replay the recording at *path* into *flow*.
+
+    Column settings: *time_column* holds ISO 8601 text or epoch numbers in *time_unit* (``"s"``,
+    ``"ms"``, ``"us"``, ``"ns"``); *tz* is the zone of text timestamps without an offset (default: they
+    are dead letters); *sensor_column* holds the sensor id, or *sensor* gives one id for the whole
+    file; *value_columns* picks the value columns (default: all others).
 
     >>> from edgeflow import Flow
     >>> samples = replay("samples", Flow("doc"), "examples/data/pump_vibration.csv", speed=10)
@@ -166,7 +206,10 @@ def replay(
         path=path,
         speed=speed,
         time_column=time_column,
+        time_unit=time_unit,
+        tz=tz,
         sensor_column=sensor_column,
+        sensor=sensor,
         value_columns=value_columns,
         batch_size=batch_size,
     )

@@ -114,4 +114,3 @@ def stateful(
     return up.flow.add_step(
         Step(step_id, name, "keyed", (up.step_id,), schema=output_schema, build=build, can_fail=can_fail)
     )
-

@@ -81,11 +81,24 @@ class IntervalSummary:
         if resume is not None:
             self.__dict__.update(copy.deepcopy(resume))
 
-    _SNAPSHOT = ("_interval", "_windows", "_samples", "_raw_bytes", "_anomalous", "_scores", "_max_score",
-                 "_max_at", "_fmin", "_fmax", "_fsum", "_sensor", "_model")
+    _SNAPSHOT = (
+        "_interval",
+        "_windows",
+        "_samples",
+        "_raw_bytes",
+        "_anomalous",
+        "_scores",
+        "_max_score",
+        "_max_at",
+        "_fmin",
+        "_fmax",
+        "_fsum",
+        "_sensor",
+        "_model",
+    )
 
     def snapshot(self) -> dict[str, Any]:
-        """The open interval's accumulators (a deep copy, picklable)."""
+        """Return the open interval's accumulators (a deep copy, picklable)."""
         return copy.deepcopy({name: self.__dict__[name] for name in self._SNAPSHOT})
 
     def _reset(self) -> None:

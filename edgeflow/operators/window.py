@@ -258,11 +258,23 @@ class SensorWindows:
             self._stats.count("window.tail_samples", self._n_raw)
         return []
 
-    _SNAPSHOT = ("_buf", "_pos", "_filled", "_since_emit", "_last_t", "_last_v", "_origin", "_next_index",
-                 "_n_raw", "_raw_bytes", "_sensor", "_rejected")
+    _SNAPSHOT = (
+        "_buf",
+        "_pos",
+        "_filled",
+        "_since_emit",
+        "_last_t",
+        "_last_v",
+        "_origin",
+        "_next_index",
+        "_n_raw",
+        "_raw_bytes",
+        "_sensor",
+        "_rejected",
+    )
 
     def snapshot(self) -> dict[str, Any]:
-        """The ring buffer, resampler position and unattributed raw counts (copied, picklable).
+        """Return the ring buffer, resampler position and unattributed raw counts (copied, picklable).
 
         >>> cfg = WindowConfig(rate_hz=10, size=4, hop=2, max_gap_s=1.0)
         >>> a = SensorWindows("w", cfg, 1, SensorAdmission(10), FlowStats())

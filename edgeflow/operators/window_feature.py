@@ -17,7 +17,9 @@ with its neighbours. Keyword-only arguments of the function are its settings.
 >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
 >>> w = eo.window("win", s, rate_hz=500, size=256)
 >>> c = crest("crest", eo.features("feat", w, ["min", "max", "rms"]))
->>> crest("crest2", eo.features("feat2", w, ["rms"]))
+>>> eo.output("out", crest("crest2", eo.features("feat2", w, ["rms"])), eo.stdout())
+>>> from edgeflow.compiler import compile_flow
+>>> compile_flow(s.flow)
 Traceback (most recent call last):
 ...
 edgeflow.errors.FlowValidationError: step 'crest2': field 'up' got ['rms']: needs features ['min', 'max']...
@@ -57,9 +59,7 @@ def window_feature(
 
     def decorate(fn: Callable[..., Any]) -> FeatureOperator:
         settings = {
-            name: p
-            for name, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
+            name: p for name, p in inspect.signature(fn).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
         }
 
         @functools.wraps(fn)
@@ -68,23 +68,39 @@ def window_feature(
                 if name not in settings:
                     close = difflib.get_close_matches(name, settings, n=1)
                     hint = f"did you mean {close[0]!r}?" if close else f"settings: {sorted(settings) or 'none'}"
-                    raise FlowValidationError(step_id, name, kwargs[name], f"{fn.__name__} has no such setting",
-                                              hint=hint)
+                    raise FlowValidationError(
+                        step_id, name, kwargs[name], f"{fn.__name__} has no such setting", hint=hint
+                    )
             compute = functools.partial(fn, **kwargs)
 
             def schema(inputs: tuple[Schema, ...]) -> Schema:
                 (feats,) = inputs
                 if feats.kind != "windows":
-                    raise FlowValidationError(step_id, "up", feats.kind, f"{fn.__name__} takes windows",
-                                              hint="put it after eo.window / eo.features")
+                    raise FlowValidationError(
+                        step_id,
+                        "up",
+                        feats.kind,
+                        f"{fn.__name__} takes windows",
+                        hint="put it after eo.window / eo.features",
+                    )
                 missing = [n for n in needs if n not in feats.features]
                 if missing:
-                    raise FlowValidationError(step_id, "up", list(feats.features), f"needs features {missing}",
-                                              hint=f"add {missing} to eo.features before it")
+                    raise FlowValidationError(
+                        step_id,
+                        "up",
+                        list(feats.features),
+                        f"needs features {missing}",
+                        hint=f"add {missing} to eo.features before it",
+                    )
                 clash = [n for n in adds if n in feats.features]
                 if clash:
-                    raise FlowValidationError(step_id, "adds", list(clash), "these features already exist upstream",
-                                              hint="give the new features other names")
+                    raise FlowValidationError(
+                        step_id,
+                        "adds",
+                        list(clash),
+                        "these features already exist upstream",
+                        hint="give the new features other names",
+                    )
                 return feats.but(features=(*feats.features, *adds))
 
             def build(ctx: StepContext) -> MapLogic:
