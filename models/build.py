@@ -95,20 +95,19 @@ def _make_recording(out_dir: Path, seed: int) -> Path:
 
 def recording_features(csv: Path) -> Dataset:
     """Run the reference flow's windowing and features over *csv*; label windows from the faults file beside it."""
-    from bytewax.testing import TestingSink
-
     import edgeflow.operators as eo
     from edgeflow import Flow
     from edgeflow.records import parse_timestamp
     from edgeflow.runtime import run
+    from edgeflow.sinks import CaptureSink
     from flows.pump_int8 import add_features
 
     flow = Flow("model-build-features")
     feats = add_features(eo.replay("samples", flow, csv))
     eo.output("out", feats, eo.stdout())
-    got: list[Any] = []
-    run(flow, sinks={"out": TestingSink(got)})
-    windows = [item[1] if isinstance(item, tuple) else item for item in got]
+    captured = CaptureSink()
+    run(flow, sinks={"out": captured})
+    windows = captured.items
     meta = json.loads(csv.with_name("pump_vibration.faults.json").read_text(encoding="utf-8"))
     faults = [(f["sensor"], parse_timestamp(f["start"]), parse_timestamp(f["end"])) for f in meta["faults"]]
     labels = []
