@@ -16,7 +16,7 @@ with its neighbours. Keyword-only arguments of the function are its settings.
 ...     return np.divide(peak, rms, out=np.zeros_like(peak), where=rms > 0)
 >>> s = eo.replay("samples", Flow("doc"), "examples/data/pump_vibration.csv")
 >>> w = eo.window("win", s, rate_hz=500, size=256)
->>> c = crest("crest", eo.features("feat", w, ["min", "max", "rms"]))
+>>> eo.output("ok", crest("crest", eo.features("feat", w, ["min", "max", "rms"])), eo.stdout())
 >>> eo.output("out", crest("crest2", eo.features("feat2", w, ["rms"])), eo.stdout())
 >>> from edgeflow.compiler import compile_flow
 >>> compile_flow(s.flow)
