@@ -205,6 +205,15 @@ def _check_arguments(factory: Any, name: str, args: list[Any], kwargs: dict[str,
         raise FlowLoadError(msg, file=_shown(path), line=code.co_firstlineno if code else None) from None
 
 
+def _suggest_target(module: Any, name: str, path: Path) -> str:
+    """Name the module's flow or factory closest to *name*, or say how to define one."""
+    found = {key: value for key, value in vars(module).items() if isinstance(value, Flow) or inspect.isfunction(value)}
+    match = difflib.get_close_matches(name, [key for key in found if not key.startswith("_")], n=1, cutoff=0.5)
+    if not match:
+        return "define `flow = Flow(...)` or name the variable as FILE.py:NAME"
+    return f"did you mean {path}:{match[0]}{'()' if inspect.isfunction(found[match[0]]) else ''}?"
+
+
 def load_flow(target: str) -> Flow:
     """Import *target* (``file.py[:name]`` or ``file.py:factory(...)``) and return its :class:`Flow`.
 
@@ -242,9 +251,7 @@ def load_flow(target: str) -> Flow:
         raise _user_code_error(exc, path) from exc
     name, _, call = attr.partition("(")
     if not hasattr(module, name):
-        defined = [key for key, value in vars(module).items() if isinstance(value, Flow) or inspect.isfunction(value)]
-        hint = _closest(name, defined) or "; define `flow = Flow(...)` or name the variable as FILE.py:NAME"
-        msg = f"{path} has no {name!r}{hint}"
+        msg = f"{path} has no {name!r}; {_suggest_target(module, name, path)}"
         raise FlowLoadError(msg)
     obj = getattr(module, name)
     if call:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeflow import Flow
+from edgeflow.compiler import CompiledFlow
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = "flows/pump_vibration.py"
@@ -16,7 +23,11 @@ FLOW = "flows/pump_vibration.py"
 def edgeflow(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edgeflow", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=240, env={**os.environ, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -89,8 +100,14 @@ def _free_port_pair() -> int:
 def test_cluster_mode_two_processes_gives_the_same_summaries(tmp_path: Path) -> None:
     single, cluster = tmp_path / "single.jsonl", tmp_path / "cluster.jsonl"
     assert edgeflow("run", f"{FLOW}:make_flow(out='{single}')", "-q").returncode == 0
-    done = edgeflow("run", f"{FLOW}:make_flow(out='{cluster}')", "-p", "2", "-q",
-                    env={"EDGEFLOW_CLUSTER_PORT": str(_free_port_pair())})
+    done = edgeflow(
+        "run",
+        f"{FLOW}:make_flow(out='{cluster}')",
+        "-p",
+        "2",
+        "-q",
+        env={"EDGEFLOW_CLUSTER_PORT": str(_free_port_pair())},
+    )
     assert done.returncode == 0, done.stderr
     parts = sorted(tmp_path.glob("cluster.w*.jsonl"))
     assert [p.name for p in parts] == ["cluster.w0.jsonl", "cluster.w1.jsonl"]
@@ -108,8 +125,13 @@ def test_init_scaffolds_a_project_whose_test_passes(tmp_path: Path) -> None:
     assert {p.name for p in project.iterdir()} >= {"flows", "operators", "models", "tests", "data"}
     assert edgeflow("run", "flows/example.py", "-q", cwd=project).returncode == 0
     assert (project / "out/summary.jsonl").read_text().count("\n") == 16
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
-                           capture_output=True, text=True, timeout=240)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert tests.returncode == 0, tests.stdout
     again = edgeflow("init", str(project))
     assert again.returncode == 1 and "is not empty" in again.stderr
@@ -123,3 +145,54 @@ def test_progress_lines_while_a_paced_run_goes_on(tmp_path: Path) -> None:
     firsts = [line.split()[0].replace(",", "") for line in ticks]
     counts = [int(n) for n in firsts if n.isdigit()]
     assert counts == sorted(counts) and counts[-1] > 0
+
+
+def test_run_compiles_the_flow_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeflow.compiler
+    import edgeflow.runtime
+    from edgeflow.cli import app
+
+    compiled: list[str] = []
+    real = edgeflow.compiler.compile_flow
+
+    def counting(flow: Flow) -> CompiledFlow:
+        compiled.append(flow.name)
+        return real(flow)
+
+    monkeypatch.setattr(edgeflow.compiler, "compile_flow", counting)
+    monkeypatch.setattr(edgeflow.runtime, "compile_flow", counting, raising=False)
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "s.jsonl"
+    done = CliRunner().invoke(app, ["run", f"{FLOW}:make_flow(out='{out}')", "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert compiled == ["pump_vibration"]
+    assert out.read_text().count("\n") == 24
+
+
+def test_console_script_and_module_run_the_same_command() -> None:
+    script = shutil.which("edgeflow")
+    assert script is not None, "the edgeflow console script is missing: pip install -e ."
+    by_script = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert by_script.returncode == 0, by_script.stderr
+    assert by_script.stdout == edgeflow("--help").stdout
+    for command in ("validate", "graph", "run", "init", "record", "publish", "model"):
+        assert f" {command} " in by_script.stdout
+
+
+def test_starting_the_command_imports_no_heavy_library() -> None:
+    code = (
+        "import sys, edgeflow.cli\n"
+        "heavy = {'paho', 'ai_edge_litert', 'tensorflow', 'bytewax'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m == 'edgeflow.mqtt.client'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n"
+
+
+def test_publish_help_shows_the_default_broker() -> None:
+    from edgeflow.mqtt.client import DEFAULT_BROKER
+
+    done = edgeflow("publish", "--help", env={"COLUMNS": "200"})
+    assert done.returncode == 0
+    assert f"host:port, default {DEFAULT_BROKER} (mqtts://host:port for TLS)" in done.stdout

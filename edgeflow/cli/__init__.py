@@ -44,4 +44,4 @@ model.register(app)
 
 def main() -> None:
     """Console-script entry point (``edgeflow = "edgeflow.cli:main"``)."""
-    app()
+    app(prog_name="edgeflow")
