@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -33,10 +32,22 @@ __all__ = ["Chunk", "RecordingReader", "read_columns", "read_recording", "value_
 Row = tuple[str, float, tuple[float, ...]]
 
 
-def _open(path: Path) -> TextIO:
+MAX_LINE_BYTES = 65_536
+"""Longer lines are not sensor rows: they become dead letters, read in pieces, never held whole."""
+MAX_PAYLOAD_CHARS = 1_000
+"""A dead letter keeps at most this much of the bad row."""
+
+
+def _open_binary(path: Path) -> BinaryIO:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_PAYLOAD_CHARS:
+        return text
+    return f"{text[:MAX_PAYLOAD_CHARS]}... ({len(text):,} characters in all)"
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -45,8 +56,8 @@ def _is_jsonl(path: Path) -> bool:
 
 def read_columns(path: Path) -> list[str]:
     """Column names of a recording: the CSV header, or the keys of the first JSONL record."""
-    with _open(path) as f:
-        first = f.readline()
+    with _open_binary(path) as f:
+        first = f.readline(MAX_LINE_BYTES).decode("utf-8")  # only the header: bad bytes later are dead letters
     if not first:
         return []
     if _is_jsonl(path):
@@ -148,40 +159,89 @@ class RecordingReader:
         self._sensor = sensor
         self._time = time_format or TimeFormat()
         self._batch_size = batch_size
-        self._file = _open(path)
+        self._path = path
+        self._file = _open_binary(path)
         self._jsonl = _is_jsonl(path)
+        self._ended = False
         self.line = 0
         """Lines read so far (the header included)."""
         if not self._jsonl:
-            names = next(csv.reader([self._file.readline()]))
+            names = next(csv.reader([self._file.readline().decode("utf-8", errors="replace")]))
             self.line = 1
             self._ncols = len(names)
             self._i_ts = names.index(time_column)
             self._i_sensor = -1 if sensor is not None else names.index(sensor_column)
             self._i_vals = [names.index(v) for v in values]
-        for _ in range(max(0, start_line - self.line)):
-            self._file.readline()
-            self.line += 1
+        while self.line < start_line and not self._ended:
+            self._read_lines(start_line - self.line)
+
+    def _read_lines(self, n: int) -> tuple[list[bytes], list[DeadLetter]]:
+        """Read up to *n* lines; over-long lines and a damaged end of file become dead letters."""
+        lines: list[bytes] = []
+        dead: list[DeadLetter] = []
+        readline = self._file.readline
+        try:
+            while len(lines) + len(dead) < n:
+                line = readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    self._ended = True
+                    break
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    dead.append(self._too_long(line, self.line + len(lines) + len(dead) + 1))
+                    lines.append(b"")  # keeps line numbers; parsed as nothing
+                    continue
+                lines.append(line)
+        except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt gzip file
+            self._ended = True
+            where = self.line + len(lines) + 1
+            reason = f"line {where}: the file ends early or is damaged ({type(exc).__name__}: {exc}); input stops here"
+            dead.append(DeadLetter(self._step_id, reason, str(self._path)))
+        return lines, dead
+
+    def _too_long(self, head: bytes, line: int) -> DeadLetter:
+        size = len(head)
+        while not head.endswith(b"\n"):
+            head = self._file.readline(MAX_LINE_BYTES)
+            if not head:
+                break
+            size += len(head)
+        reason = f"line {line}: {size:,} bytes long; rows over {MAX_LINE_BYTES:,} bytes are not sensor rows"
+        return DeadLetter(self._step_id, reason, _clip(head.decode("utf-8", errors="replace")))
 
     def read(self) -> tuple[Chunk | None, list[DeadLetter]]:
         """Parse the next lines: the good rows as a chunk (``None`` at the end of the file) and the dead letters."""
-        lines = list(islice(self._file, self._batch_size))
-        if not lines:
+        if self._ended:
             return None, []
+        raw_lines, dead = self._read_lines(self._batch_size)
+        if not raw_lines:
+            return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
         first_line = self.line + 1
-        self.line += len(lines)
-        if not self._jsonl:
+        self.line += len(raw_lines)
+        try:
+            lines = b"".join(raw_lines).decode("utf-8").splitlines(keepends=True)
+            clean = len(lines) == len(raw_lines) and not dead
+        except UnicodeDecodeError:
+            clean = False
+        if not self._jsonl and clean:
             chunk = self._parse_csv_fast(lines)
             if chunk is not None:
                 return chunk, []
-        dead: list[DeadLetter] = []
         samples: list[Sample] = []
-        for n, raw in enumerate(lines, start=first_line):
+        for n, raw_line in enumerate(raw_lines, start=first_line):
+            if not raw_line:
+                continue  # an over-long line, already a dead letter
+            try:
+                raw = raw_line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reason = f"not UTF-8 text: byte 0x{raw_line[exc.start]:02x} at column {exc.start + 1}"
+                dead.append(self._dead(n, reason, raw_line.decode("utf-8", errors="replace")))
+                continue
             item = self._from_json(raw, n) if self._jsonl else self._from_csv(raw, n)
             if type(item) is Sample:
                 samples.append(item)
             else:
                 dead.append(item)  # type: ignore[arg-type]
+        dead.sort(key=_line_of)
         return Chunk.of(samples, len(self._values)), dead
 
     def close(self) -> None:
@@ -189,7 +249,10 @@ class RecordingReader:
         self._file.close()
 
     def _parse_csv_fast(self, lines: list[str]) -> Chunk | None:
-        rows = list(csv.reader(lines))
+        try:
+            rows = list(csv.reader(lines))
+        except csv.Error:
+            return None
         if any(len(row) != self._ncols for row in rows):
             return None
         columns = list(zip(*rows, strict=True))
@@ -208,10 +271,13 @@ class RecordingReader:
         return Chunk(ts, sensors, values, nbytes)
 
     def _dead(self, line: int, reason: str, raw: str) -> DeadLetter:
-        return DeadLetter(self._step_id, f"line {line}: {reason}", raw.rstrip("\r\n"))
+        return DeadLetter(self._step_id, f"line {line}: {reason}", _clip(raw.rstrip("\r\n")))
 
     def _from_csv(self, raw: str, line: int) -> Sample | DeadLetter:
-        row = next(csv.reader([raw]), [])
+        try:
+            row = next(csv.reader([raw]), [])
+        except csv.Error as exc:
+            return self._dead(line, f"not a CSV row: {exc}", raw)
         try:
             if len(row) != self._ncols:
                 msg = f"expected {self._ncols} columns, got {len(row)}"
@@ -244,6 +310,11 @@ class RecordingReader:
         if not all(map(math.isfinite, values)):
             return self._dead(line, f"non-finite value in {values}", raw)
         return Sample(ts, sensor, values, nbytes, 0)
+
+
+def _line_of(letter: DeadLetter) -> int:
+    head = letter.reason.split(":", 1)[0]
+    return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0
 
 
 def read_recording(
