@@ -50,6 +50,7 @@ class PayloadError(ValueError):
 
 
 def _ts(raw: object) -> float:
+    """Epoch seconds from a JSON number, or from text by :func:`edgeflow.records.parse_timestamp`; range-checked."""
     if isinstance(raw, bool):
         msg = f"timestamp must be epoch seconds or ISO 8601 text, got {raw!r}"
         raise PayloadError(msg)
@@ -245,7 +246,7 @@ class F32Codec(Codec):
         if raw_ts is None:
             msg = "f32 payload without a start time: set user property 'ts' or a topic level {ts}"
             raise PayloadError(msg)
-        ts0 = _ts(_float_or_text(raw_ts))
+        ts0 = _ts(raw_ts)
         raw_rate = self._meta("rate_hz", fields, props)
         try:
             rate = float(raw_rate) if raw_rate is not None else self.rate_hz
@@ -275,13 +276,6 @@ class F32Codec(Codec):
             raise ValueError(msg)
         data = np.asarray([values for _, values in samples], dtype="<f4")
         return data.tobytes(), {"ts": repr(samples[0][0]), "rate_hz": repr(float(rate))}
-
-
-def _float_or_text(raw: str) -> float | str:
-    try:
-        return float(raw)
-    except ValueError:
-        return raw
 
 
 def make_codec(

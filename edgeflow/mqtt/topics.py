@@ -23,7 +23,9 @@ import re
 import string
 from collections.abc import Mapping
 
-__all__ = ["TopicTemplate", "check_filter", "check_topic", "filter_matches"]
+from paho.mqtt.client import topic_matches_sub
+
+__all__ = ["TopicTemplate", "check_filter", "check_topic"]
 
 _FIELD = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _CACHE_LIMIT = 65_536
@@ -66,21 +68,6 @@ def check_topic(text: str) -> str:
     return text
 
 
-def filter_matches(filter_: str, topic: str) -> bool:
-    """Whether *topic* matches the subscription *filter_*.
-
-    >>> filter_matches("plant/+/#", "plant/l1/a/b"), filter_matches("plant/+", "plant/l1/a")
-    (True, False)
-    """
-    f_levels, t_levels = filter_.split("/"), topic.split("/")
-    for i, level in enumerate(f_levels):
-        if level == "#":
-            return True
-        if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
-            return False
-    return len(f_levels) == len(t_levels)
-
-
 class TopicTemplate:
     """A topic pattern with named levels, a subscription filter and a sensor-key rule.
 
@@ -89,7 +76,7 @@ class TopicTemplate:
     whole topic.
     """
 
-    __slots__ = ("_cache", "_levels", "fields", "filter", "key", "multi", "template")
+    __slots__ = ("_cache", "_keys", "_levels", "_named", "fields", "filter", "key", "multi", "template")
 
     def __init__(self, template: str, key: str | None = None) -> None:
         self.template = template
@@ -131,35 +118,41 @@ class TopicTemplate:
             msg = f"key {key!r}: may only use the template's levels {list(names)} or {{topic}}, and at least one"
             raise ValueError(msg)
         self.key = key
-        self._cache: dict[str, str | None] = {}
+        self._named = tuple((i, text) for i, (kind, text) in enumerate(parsed) if kind == "field")
+        self._cache: dict[str, dict[str, str] | None] = {}
+        self._keys: dict[str, str | None] = {}
 
     def match(self, topic: str) -> dict[str, str] | None:
-        """Return the named levels of *topic*, or ``None`` when it does not fit the template."""
-        levels = topic.split("/")
-        n = len(self._levels)
-        if len(levels) < n or (len(levels) > n and not self.multi) or (self.multi and len(levels) == n and n == 0):
+        """Return the named levels of *topic*, or ``None`` when it does not fit the template (cached).
+
+        Whether it fits is paho's ``topic_matches_sub`` against :attr:`filter`; a named level must
+        also be non-empty.
+        """
+        try:
+            fields = self._cache[topic]
+        except KeyError:
+            fields = self._match(topic)
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[topic] = fields
+        return None if fields is None else dict(fields)
+
+    def _match(self, topic: str) -> dict[str, str] | None:
+        if not topic_matches_sub(self.filter, topic):
             return None
-        out: dict[str, str] = {}
-        for (kind, text), level in zip(self._levels, levels, strict=False):
-            if kind == "lit":
-                if level != text:
-                    return None
-            elif kind == "field":
-                if not level:
-                    return None
-                out[text] = level
-        return out
+        levels = topic.split("/")
+        fields = {name: levels[i] for i, name in self._named}
+        return None if not all(fields.values()) else fields
 
     def sensor_key(self, topic: str) -> str | None:
         """Return the sensor key of *topic* (cached), or ``None`` when it does not fit."""
         try:
-            return self._cache[topic]
+            return self._keys[topic]
         except KeyError:
             pass
         fields = self.match(topic)
         key = None if fields is None else self.key.format(topic=topic, **fields)
-        if len(self._cache) < _CACHE_LIMIT:
-            self._cache[topic] = key
+        if len(self._keys) < _CACHE_LIMIT:
+            self._keys[topic] = key
         return key
 
     def render(self, fields: Mapping[str, str] | None = None, **more: str) -> str:
