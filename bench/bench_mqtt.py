@@ -46,13 +46,15 @@ def flow_factory(broker: str) -> Any:
     from edgeflow import Flow
 
     flow = Flow("bench_mqtt")
-    samples = eo.mqtt_source("samples", flow, "bench/in/{sensor}", broker=broker, eos_topic="bench/eos",
-                             queue_size=50_000)
+    samples = eo.mqtt_source(
+        "samples", flow, "bench/in/{sensor}", broker=broker, eos_topic="bench/eos", queue_size=50_000
+    )
     windows = eo.window("win", samples, rate_hz=128, size=SIZE, hop=HOP, max_gap_s=1.0)
     scores = eo.zscore_detector("detect", eo.features("feat", windows, ["rms", "std"]), warmup=5)
     eo.output("verdicts", scores, eo.mqtt_sink("bench/out/{sensor}/{kind}", broker=broker, step_id="verdicts"))
-    eo.summarize("summary", scores, every_s=1.0,
-                 sink=eo.mqtt_sink("bench/summary/{sensor}", broker=broker, step_id="summaries"))
+    eo.summarize(
+        "summary", scores, every_s=1.0, sink=eo.mqtt_sink("bench/summary/{sensor}", broker=broker, step_id="summaries")
+    )
     return flow
 
 
@@ -61,8 +63,11 @@ def serve_flow(broker: str) -> None:
 
     report = run(flow_factory(broker))
     s = report.stats
-    print(json.dumps({"samples_in": s.samples_in, "dead_letters": s.dead_letters, "counts": s.counts,
-                      "seconds": report.seconds}))
+    print(
+        json.dumps(
+            {"samples_in": s.samples_in, "dead_letters": s.dead_letters, "counts": s.counts, "seconds": report.seconds}
+        )
+    )
 
 
 class Mosquitto:
@@ -75,8 +80,10 @@ class Mosquitto:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         conf = self.dir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
-                        "max_inflight_messages 1000\n")
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
+            "max_inflight_messages 1000\n"
+        )
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while True:
@@ -205,8 +212,13 @@ def run_phase(tx: Sender, rx: Receiver, prefix: str, sensors: int, rate: float, 
         i = round((datetime.fromisoformat(rec["end"]).timestamp() - T0) / DT)
         lat.append(t_rx - pub[sensor][i])
         got += 1
-    return {"rate": rate, "achieved": achieved, "expected": expected, "got": got,
-            "lat": pct(lat) if lat else (float("nan"),) * 3}
+    return {
+        "rate": rate,
+        "achieved": achieved,
+        "expected": expected,
+        "got": got,
+        "lat": pct(lat) if lat else (float("nan"),) * 3,
+    }
 
 
 def main() -> None:
@@ -224,8 +236,13 @@ def main() -> None:
         floor = floor_roundtrip(broker.address, 1000.0, seconds)
         rx = Receiver(broker.address, "bench/out/#")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        flow = subprocess.Popen([sys.executable, __file__, "--serve-flow", broker.address], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, text=True)
+        flow = subprocess.Popen(
+            [sys.executable, __file__, "--serve-flow", broker.address],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         tx = Sender(broker.address)
         # warm up: until the flow answers
         deadline = time.perf_counter() + 30
@@ -260,20 +277,28 @@ def main() -> None:
     print("| path | rate (samples/s) | events | p50 ms | p99 ms | max ms | lost |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     p50, p99, mx = floor["lat"]
-    print(f"| floor: bare paho publish -> subscribe | 1,000 | {floor['got']:,} | {p50:.2f} | {p99:.2f} | {mx:.2f} | "
-          f"{floor['n'] - floor['got']} |")
+    print(
+        f"| floor: bare paho publish -> subscribe | 1,000 | {floor['got']:,} | {p50:.2f} | {p99:.2f} | {mx:.2f} | "
+        f"{floor['n'] - floor['got']} |"
+    )
     p50, p99, mx = latency["lat"]
-    print(f"| edgeflow: publish sample -> window verdict received (10 sensors) | 1,000 | {latency['got']:,} | "
-          f"{p50:.2f} | {p99:.2f} | {mx:.2f} | {latency['expected'] - latency['got']} |")
+    print(
+        f"| edgeflow: publish sample -> window verdict received (10 sensors) | 1,000 | {latency['got']:,} | "
+        f"{p50:.2f} | {p99:.2f} | {mx:.2f} | {latency['expected'] - latency['got']} |"
+    )
     print("\n| samples per message | target samples/s | achieved | verdicts got/expected | p99 ms | sustained |")
     print("|---:|---:|---:|---:|---:|:---:|")
     for r in steps:
-        print(f"| {r['batch']} | {r['rate']:,.0f} | {r['achieved']:,.0f} | {r['got']:,}/{r['expected']:,} | "
-              f"{r['lat'][1]:.1f} | {'yes' if r['ok'] else 'no'} |")
+        print(
+            f"| {r['batch']} | {r['rate']:,.0f} | {r['achieved']:,.0f} | {r['got']:,}/{r['expected']:,} | "
+            f"{r['lat'][1]:.1f} | {'yes' if r['ok'] else 'no'} |"
+        )
     best = max((r["rate"] for r in steps if r["ok"]), default=0)
-    print(f"\nhighest sustained rate without loss: {best:,.0f} samples/s; flow counters: dropped "
-          f"{stats['counts'].get('mqtt.dropped', 0)}, dead letters {stats['dead_letters']}, "
-          f"samples in {stats['samples_in']:,}")
+    print(
+        f"\nhighest sustained rate without loss: {best:,.0f} samples/s; flow counters: dropped "
+        f"{stats['counts'].get('mqtt.dropped', 0)}, dead letters {stats['dead_letters']}, "
+        f"samples in {stats['samples_in']:,}"
+    )
 
 
 if __name__ == "__main__":

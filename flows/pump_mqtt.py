@@ -41,8 +41,14 @@ def make_flow(
     broker = broker or os.environ.get("EDGEFLOW_MQTT_BROKER", "127.0.0.1:1883")
     flow = Flow(name, dead_letter_path=f"out/{name}.dead_letters.jsonl")
     samples = eo.mqtt_source(
-        "samples", flow, template, broker=broker, channels=["accel"], codec=codec,  # type: ignore[arg-type]
-        eos_topic=eos_topic, idle_timeout_s=idle_timeout_s,
+        "samples",
+        flow,
+        template,
+        broker=broker,
+        channels=["accel"],
+        codec=codec,  # type: ignore[arg-type]
+        eos_topic=eos_topic,
+        idle_timeout_s=idle_timeout_s,
     )
     windows = eo.window("win", samples, rate_hz=500, size=256, hop=64, max_gap_s=0.05)
     feats = crest_factor("crest", eo.features("feat", windows, FEATURES))

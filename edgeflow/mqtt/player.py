@@ -5,10 +5,10 @@ captures live traffic into the replay JSONL format (``ts``, ``sensor``, one
 key per channel).
 
 A recorded file replays with ``eo.replay(...)``, so field data becomes a regression test.
+Recordings are read by :func:`edgeflow.recordings.read_recording`, the parser replay uses.
 
->>> rows = list(read_recording("examples/data/pump_vibration.csv", limit=2)[1])
->>> rows[0]
-('pump-3', 1772438400.001925, (0.14372,))
+>>> PublishReport(samples=1000, messages=40, seconds=0.5, acked=True).samples_per_s
+2000.0
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,57 +24,9 @@ from typing import Any, TextIO
 from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
 from edgeflow.mqtt.codecs import CodecName, PayloadError, make_codec
 from edgeflow.mqtt.topics import TopicTemplate
-from edgeflow.operators.replay import ReplayConfig, ReplaySource, read_columns
-from edgeflow.records import Sample
+from edgeflow.recordings import read_recording
 
-__all__ = ["PublishReport", "RecordReport", "publish_recording", "read_recording", "record"]
-
-Row = tuple[str, float, tuple[float, ...]]
-
-
-def read_recording(
-    path: str | Path,
-    *,
-    time_column: str = "ts",
-    sensor_column: str = "sensor",
-    value_columns: Sequence[str] | None = None,
-    limit: int | None = None,
-) -> tuple[tuple[str, ...], Iterator[Row]]:
-    """Channel names and ``(sensor, ts, values)`` rows of a CSV/JSONL recording, parsed exactly as replay parses it.
-
-    Rows replay would turn into dead letters are skipped.
-    """
-    cfg = ReplayConfig(path=Path(path), time_column=time_column, sensor_column=sensor_column)
-    columns = read_columns(cfg.path)
-    channels = tuple(value_columns or [c for c in columns if c not in (time_column, sensor_column)])
-    part = ReplaySource("publish", cfg, channels, "edgeflow-publish").build_part("publish", str(cfg.path), None)
-
-    def rows() -> Iterator[Row]:
-        n = 0
-        try:
-            while True:
-                try:
-                    batch = part.next_batch()
-                except StopIteration:
-                    return
-                for _key, item in batch:
-                    for row in _rows_of(item):
-                        yield row
-                        n += 1
-                        if limit is not None and n >= limit:
-                            return
-        finally:
-            part.close()
-
-    return channels, rows()
-
-
-def _rows_of(item: Any) -> Iterator[Row]:
-    if type(item) is Sample:
-        yield (item.sensor, item.ts, item.values)
-    elif hasattr(item, "ts") and hasattr(item.ts, "tolist"):  # a block of one sensor's samples
-        for ts, values in zip(item.ts.tolist(), item.values.tolist(), strict=True):
-            yield (item.sensor, ts, tuple(values))
+__all__ = ["PublishReport", "RecordReport", "publish_recording", "record"]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,18 @@ is sent again after the restart.
 The client runs without paho's network thread. The worker publishes itself, so a
 message goes onto the socket in the thread that produced it, with no thread
 switch (it only tries the I/O lock and never waits for it). An I/O thread owns
-the rest: connecting with capped exponential backoff, reading acknowledgements,
-keepalive, and draining the backlog after a reconnect. Every paho call holds the
-I/O lock; paho callbacks only set flags and enqueue acknowledgements.
+the rest: reconnecting, reading acknowledgements, keepalive, and draining the
+backlog after a reconnect. Every paho call holds the I/O lock; paho callbacks
+only set flags and enqueue acknowledgements.
+
+Why not paho's own reconnect logic: it lives in ``loop_forever`` (what
+``loop_start``'s network thread runs), which owns the socket and takes none of
+our locks. A publish from the worker then either goes to that thread (a thread
+switch per message, which is what this design removes from the latency path)
+or, without the thread, writes to the socket itself, racing paho's loop for
+the packet queue. So the I/O thread reconnects itself, by paho's rule: the
+delay set with ``reconnect_delay_set`` (``reconnect_min_s``, doubling up to
+``reconnect_max_s``), reset once a CONNACK accepts the connection.
 """
 
 from __future__ import annotations
@@ -32,12 +41,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
 
-from edgeflow.metrics import FlowStats, flow_stats
+from edgeflow.metrics import FlowStats
 from edgeflow.mqtt.client import BrokerConfig, configure_connect, make_client, unique_suffix
-from edgeflow.mqtt.spool import OverflowPolicy, open_spool
+from edgeflow.mqtt.spool import OverflowPolicy, Spool
 from edgeflow.mqtt.topics import TopicTemplate
 from edgeflow.sinks import ingest_time, to_json, worker_path
 
@@ -95,20 +103,30 @@ def _is_alert(record: dict[str, Any]) -> bool:
     return record.get("anomaly") is True
 
 
-class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
-    """One worker's MQTT connection and outbox."""
+class MqttSinkPartition:
+    """One worker's MQTT connection and outbox (a :class:`~edgeflow.connectors.SinkPartition`).
+
+    *spool* is this worker's outbox file, or ``None`` for an in-memory outbox.
+    """
 
     def __init__(
-        self, step_id: str, cfg: MqttSinkConfig, flow_name: str, spool: str, client_id: str, adopt: Sequence[Path] = ()
+        self,
+        step_id: str,
+        cfg: MqttSinkConfig,
+        flow_name: str,
+        stats: FlowStats,
+        spool: Path | None,
+        client_id: str,
+        adopt: Sequence[Path] = (),
     ) -> None:
         self._cfg = cfg
         self._step_id = step_id
         self._flow = flow_name
-        self._stats: FlowStats = flow_stats(flow_name)
+        self._stats = stats
         self._topic = TopicTemplate(cfg.topic, key="{topic}")
         self._alert_topic = TopicTemplate(cfg.alert_topic or cfg.topic, key="{topic}")
         self._topics: dict[tuple[str, bool], str] = {}
-        self._spool = open_spool(spool, cfg.capacity, cfg.overflow, alerts_first=cfg.alerts_first)
+        self._spool = Spool(spool, cfg.capacity, cfg.overflow, alerts_first=cfg.alerts_first)
         for orphan in adopt:
             moved = self._spool.adopt(orphan)
             self._stats.count("mqtt.sink_adopted", moved)
@@ -122,6 +140,7 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         self._rescan = False  # read the outbox from its start next time (rows behind in-flight ones need sending)
         self._acked: deque[int] = deque()  # mids, appended in paho callbacks
         self._connected = False
+        self._delay: float | None = None  # paho's rule: None until a connection attempt fails, reset by a CONNACK
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -141,6 +160,7 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
             _log.warning("%s: broker %s refused: %s", self._step_id, self._cfg.broker.address, reason_code)
             return
         self._connected = True
+        self._delay = None
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if self._connected:
@@ -168,17 +188,18 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
             topic = self._topics[(sensor, alert)] = tpl.render(fields)
         return topic
 
-    def write_batch(self, items: list[tuple[str, Any]]) -> None:
+    def write_batch(self, items: Sequence[Any]) -> None:
         now = time.perf_counter_ns()
         rows = []
         nbytes = 0
-        for key, item in items:
+        qos, retain = self._cfg.qos, self._cfg.retain
+        for item in items:
             record = to_json(item)
             alert = _is_alert(record)
             payload = json.dumps(record, separators=(",", ":")).encode()
             nbytes += len(payload)
-            rows.append((self._topic_for(str(record.get("sensor", key)), alert), payload, self._cfg.qos,
-                         self._cfg.retain, int(alert)))
+            sensor = str(record.get("sensor", getattr(item, "sensor", "unknown")))
+            rows.append((self._topic_for(sensor, alert), payload, qos, retain, int(alert)))
             t_in = ingest_time(item)
             if t_in:
                 self._stats.latency.record(now - t_in)
@@ -232,27 +253,30 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
             if row.qos == 0 and not info.is_published():
                 self._qos0_in_flight.add(info.mid)
 
-    def _reconnect(self) -> bool:
+    def _reconnect(self) -> None:
         with self._io:
             try:
                 self._client.reconnect()
             except Exception as exc:  # refused, unreachable, TLS: try again after the backoff
                 _log.debug("%s: connecting to %s failed: %s", self._step_id, self._cfg.broker.address, exc)
-                return False
-        return True
+
+    def _next_delay(self) -> float:
+        """Return the next reconnect delay by paho's rule: ``reconnect_min_s``, doubling up to ``reconnect_max_s``."""
+        broker = self._cfg.broker
+        self._delay = broker.reconnect_min_s if self._delay is None else min(2 * self._delay, broker.reconnect_max_s)
+        return self._delay
 
     def _run_io(self) -> None:
-        """Connect (capped exponential backoff), read acknowledgements, keep alive, drain the backlog."""
-        broker = self._cfg.broker
-        delay = broker.reconnect_min_s
+        """Connect (with paho's backoff rule), read acknowledgements, keep alive, drain the backlog."""
+        first = True
         while not self._stop.is_set():
             sock = self._client.socket()
             if sock is None:
-                if self._reconnect():
-                    delay = broker.reconnect_min_s
-                else:
-                    self._stop.wait(delay)
-                    delay = min(2 * delay, broker.reconnect_max_s)
+                if not first:  # as paho's loop_forever: wait before every attempt but the first
+                    self._stop.wait(self._next_delay())
+                first = False
+                if not self._stop.is_set():
+                    self._reconnect()
                 continue
             try:
                 wants = [sock] if self._client.want_write() else []
@@ -295,19 +319,20 @@ class MqttSinkPartition(StatelessSinkPartition[tuple[str, Any]]):
         self._spool.close()
 
 
-class MqttSink(DynamicSink[tuple[str, Any]]):
-    """bytewax sink publishing each item as JSON; one connection and outbox per worker."""
+class MqttSink:
+    """Publishes each item as JSON; one connection and outbox per worker (a :class:`~edgeflow.connectors.Sink`)."""
 
-    def __init__(self, step_id: str, cfg: MqttSinkConfig, flow_name: str) -> None:
+    def __init__(self, step_id: str, cfg: MqttSinkConfig, flow_name: str, stats: FlowStats) -> None:
         self.step_id = step_id
         self.cfg = cfg
         self.flow_name = flow_name
+        self.stats = stats
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> MqttSinkPartition:
-        spool = ":memory:" if self.cfg.spool is None else str(worker_path(self.cfg.spool, worker_index, worker_count))
+    def open(self, worker_index: int, worker_count: int) -> MqttSinkPartition:
+        spool = None if self.cfg.spool is None else worker_path(self.cfg.spool, worker_index, worker_count)
         client_id = self.cfg.client_id or f"edgeflow-{self.flow_name}-{self.step_id}-w{worker_index}-{unique_suffix()}"
         adopt = _orphaned_outboxes(self.cfg.spool, worker_count) if self.cfg.spool and worker_index == 0 else []
-        return MqttSinkPartition(self.step_id, self.cfg, self.flow_name, spool, client_id, adopt)
+        return MqttSinkPartition(self.step_id, self.cfg, self.flow_name, self.stats, spool, client_id, adopt)
 
 
 def _orphaned_outboxes(spool: Path, worker_count: int) -> list[Path]:

@@ -13,6 +13,16 @@ no natural end; it stops when any of its stop conditions holds:
 * ``max_samples``: this many samples were emitted.
 
 Without any of them the flow runs until it is stopped.
+
+The partition's snapshot (:class:`MqttSourceState`) holds the samples emitted
+so far (``max_samples`` counts across a resume), each sensor's newest
+timestamp (after a resume, samples at or before it, such as QoS 1 messages the
+broker delivers again, are dropped and counted in ``mqtt.duplicates``), the
+messages and dead letters seen, and whether ``eos_topic`` ended the stream.
+
+>>> state = MqttSourceState(emitted=3, newest_ts={"pump-1": 1772438400.5}, messages=2, dead_letters=1)
+>>> import pickle; pickle.loads(pickle.dumps(state)) == state
+True
 """
 
 from __future__ import annotations
@@ -21,24 +31,24 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import numpy as np
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from edgeflow.metrics import FlowStats, flow_stats
+from edgeflow.errors import EdgeflowError
+from edgeflow.metrics import FlowStats
 from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
 from edgeflow.mqtt.codecs import CodecName, PayloadError, make_codec
 from edgeflow.mqtt.handoff import HandOff, OverloadPolicy
 from edgeflow.mqtt.topics import TopicTemplate, check_filter, check_topic
 from edgeflow.records import DeadLetter, SampleBlock
 
-__all__ = ["MqttSource", "MqttSourceConfig", "MqttSourcePartition"]
+__all__ = ["MqttSource", "MqttSourceConfig", "MqttSourcePartition", "MqttSourceState"]
 
 _log = logging.getLogger("edgeflow.mqtt")
-_DEAD_KEY = "_dead_letter"
 _PAYLOAD_SHOWN = 512
 
 
@@ -118,6 +128,25 @@ class MqttSourceConfig(BaseModel):
         return self.topics or (TopicTemplate(self.template, self.key).filter,)
 
 
+@dataclass(frozen=True)
+class MqttSourceState:
+    """What an MQTT source partition resumes from (picklable).
+
+    Recovery will acknowledge QoS 1 input only once a snapshot covers it; *messages* counts what was
+    taken off the hand-off queue up to this snapshot.
+    """
+
+    emitted: int = 0
+    """Samples handed on so far (counted against ``max_samples``)."""
+    newest_ts: dict[str, float] = field(default_factory=dict)
+    """Each sensor's newest emitted timestamp: after a resume, samples at or before it are duplicates."""
+    messages: int = 0
+    """Messages taken off the hand-off queue (data, dead letters and the end-of-stream marker)."""
+    dead_letters: int = 0
+    ended: bool = False
+    """A message on ``eos_topic`` ended the stream: a resumed partition ends at once."""
+
+
 class _Message(NamedTuple):
     topic: str
     payload: bytes
@@ -131,13 +160,21 @@ def _user_props(message: Any) -> dict[str, str] | None:
     return dict(pairs) if pairs else None
 
 
-class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
-    """One MQTT subscription; ``next_batch`` hands on what arrived and never waits."""
+class MqttSourcePartition:
+    """One MQTT subscription (a :class:`~edgeflow.connectors.SourcePartition`); ``next_batch`` never waits."""
 
-    def __init__(self, step_id: str, cfg: MqttSourceConfig, flow_name: str) -> None:
+    def __init__(
+        self,
+        step_id: str,
+        cfg: MqttSourceConfig,
+        flow_name: str,
+        stats: FlowStats,
+        resume: MqttSourceState | None = None,
+    ) -> None:
+        state = _resume_state(step_id, resume)
         self._step_id = step_id
         self._cfg = cfg
-        self._stats: FlowStats = flow_stats(flow_name)
+        self._stats = stats
         self._template = TopicTemplate(cfg.template, cfg.key)
         self._codec = make_codec(cfg.codec, cfg.channels, cfg.value_range, cfg.rate_hz)
         self._needs_fields = cfg.codec == "f32"
@@ -146,8 +183,12 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._letters_in_flight: list[Any] = []  # paho MQTTMessageInfo of dead letters sent to dead_letter_topic
         self._idle = False
         self._reported = {"dropped": 0, "blocked": 0}
-        self._emitted = 0
-        self._eos = False
+        self._emitted = state.emitted
+        self._newest = dict(state.newest_ts)
+        self._seen = dict(state.newest_ts)  # sensors not yet past their resumed timestamp
+        self._messages = state.messages
+        self._dead_letters = state.dead_letters
+        self._eos = state.ended
         self._started = self._last_message = time.monotonic()
         self._connects = 0
         client_id = cfg.client_id or f"edgeflow-{flow_name}-{step_id}"
@@ -158,7 +199,11 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        connect_async(self._client, cfg.broker, clean_session=cfg.clean_session, session_expiry_s=cfg.session_expiry_s)
+        self._live = not self._ended()  # a stream that ended before its snapshot does not subscribe again
+        if self._live:
+            connect_async(
+                self._client, cfg.broker, clean_session=cfg.clean_session, session_expiry_s=cfg.session_expiry_s
+            )
 
     # paho network thread -------------------------------------------------
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
@@ -189,15 +234,16 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._queue.put(_Message(message.topic, message.payload, props, time.perf_counter_ns()))
 
     # worker --------------------------------------------------------------
-    def _dead(self, reason: str, message: _Message, sensor: str = _DEAD_KEY) -> tuple[str, DeadLetter]:
+    def _dead(self, reason: str, message: _Message) -> DeadLetter:
         text = message.payload[:_PAYLOAD_SHOWN].decode("utf-8", errors="backslashreplace")
-        letter = DeadLetter(self._step_id, f"topic {message.topic!r}: {reason}", text, sensor)
+        letter = DeadLetter(self._step_id, f"topic {message.topic!r}: {reason}", text)
+        self._dead_letters += 1
         if self._cfg.dead_letter_topic is not None:
             info = self._client.publish(self._cfg.dead_letter_topic, json.dumps(letter.to_json()), qos=1)
             if len(self._letters_in_flight) >= 64:
                 self._letters_in_flight = [i for i in self._letters_in_flight if not i.is_published()]
             self._letters_in_flight.append(info)
-        return (_DEAD_KEY, letter)
+        return letter
 
     def _report_queue(self) -> None:
         for name in ("dropped", "blocked"):
@@ -216,7 +262,17 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         limit = self._cfg.max_samples
         return self._eos or (limit is not None and self._emitted >= limit)
 
-    def next_batch(self) -> list[tuple[str, Any]]:
+    def _fresh(self, key: str, samples: list[tuple[float, tuple[float, ...]]]) -> list[tuple[float, tuple[float, ...]]]:
+        """Drop samples a resumed partition already handed on before its snapshot (QoS 1 delivers again)."""
+        mark = self._seen[key]
+        fresh = [sample for sample in samples if sample[0] > mark]
+        if len(fresh) < len(samples):
+            self._stats.count("mqtt.duplicates", len(samples) - len(fresh))
+        if fresh:  # past the snapshot: later samples are new (out of order ones are the window step's business)
+            del self._seen[key]
+        return fresh
+
+    def next_batch(self) -> list[Any]:
         if self._ended():  # stop even while messages keep coming; count what came after the end
             self._stats.count("mqtt.after_end", len(self._queue.take(self._cfg.queue_size)))
             raise StopIteration
@@ -231,13 +287,15 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
             return []
         self._idle = False
         self._last_message = time.monotonic()
-        out: list[tuple[str, Any]] = []
+        out: list[Any] = []
         groups: dict[str, tuple[list[float], list[tuple[float, ...]], list[int], list[int]]] = {}
         eos, limit = self._cfg.eos_topic, self._cfg.max_samples
         n = nbytes = 0
+        taken = len(messages)
         for i, message in enumerate(messages):
             if self._eos or (limit is not None and self._emitted + n >= limit):
                 self._stats.count("mqtt.after_end", len(messages) - i)
+                taken = i
                 break
             if message.topic == eos:
                 self._eos = True
@@ -250,8 +308,12 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
             try:
                 samples = self._codec.decode(message.payload, fields, message.props)
             except PayloadError as exc:
-                out.append(self._dead(str(exc), message, key))
+                out.append(self._dead(str(exc), message))
                 continue
+            if self._seen and key in self._seen:
+                samples = self._fresh(key, samples)
+                if not samples:
+                    continue
             if limit is not None and len(samples) > limit - self._emitted - n:
                 self._stats.count("mqtt.after_end_samples", len(samples) - (limit - self._emitted - n))
                 samples = samples[: limit - self._emitted - n]
@@ -266,6 +328,7 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
             sizes[-len(samples)] += extra
             n += len(samples)
             nbytes += size
+        newest = self._newest
         for key, (ts, values, sizes, t_ins) in groups.items():
             block = SampleBlock(
                 key,
@@ -275,8 +338,12 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
                 t_ins[-1],
                 np.asarray(t_ins, dtype=np.int64),
             )
-            out.append((key, block))
+            out.append(block)
+            top = max(ts)
+            if top > newest.get(key, -np.inf):
+                newest[key] = top
         self._emitted += n
+        self._messages += taken
         self._stats.add(samples_in=n, bytes_in=nbytes)
         self._stats.count("mqtt.messages", len(messages))
         return out
@@ -287,14 +354,17 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
             return datetime.now(timezone.utc) + timedelta(seconds=self._cfg.idle_poll_s)
         return None
 
-    def snapshot(self) -> None:
-        return None
+    def snapshot(self) -> MqttSourceState:
+        """Return the state right after the items handed on so far."""
+        return MqttSourceState(self._emitted, dict(self._newest), self._messages, self._dead_letters, self._eos)
 
     def close(self) -> None:
         self._report_queue()
         left = len(self._queue)
         if left:  # received but never read: the flow ended first
             self._stats.count("mqtt.after_end", left)
+        if not self._live:
+            return
         # dead letters published to the broker must not die with the connection: wait (boundedly) for their PUBACKs
         deadline = time.monotonic() + 2.0
         for info in self._letters_in_flight:
@@ -304,17 +374,40 @@ class MqttSourcePartition(StatefulSourcePartition[tuple[str, Any], None]):
         self._client.loop_stop()
 
 
-class MqttSource(FixedPartitionedSource[tuple[str, Any], None]):
-    """bytewax source for one MQTT subscription, read by one worker (one partition)."""
+def _resume_state(step_id: str, resume: object) -> MqttSourceState:
+    if resume is None:
+        return MqttSourceState()
+    if not isinstance(resume, MqttSourceState):
+        msg = (
+            f"step {step_id!r}: cannot resume the MQTT source from a {type(resume).__name__}; expected an "
+            "MqttSourceState. Hint: the recovery data was written by another step or version; start without it"
+        )
+        raise EdgeflowError(msg)
+    return resume
 
-    def __init__(self, step_id: str, cfg: MqttSourceConfig, flow_name: str) -> None:
+
+class MqttSource:
+    """One MQTT subscription read by one worker (a :class:`~edgeflow.connectors.Source` with one partition).
+
+    >>> src = MqttSource("samples", MqttSourceConfig(template="s/{sensor}"), "doc", FlowStats())
+    >>> src.partitions()
+    ['mqtt']
+    >>> part = src.open("mqtt", resume=MqttSourceState(ended=True))
+    >>> part.next_batch()
+    Traceback (most recent call last):
+    ...
+    StopIteration
+    >>> part.close()
+    """
+
+    def __init__(self, step_id: str, cfg: MqttSourceConfig, flow_name: str, stats: FlowStats) -> None:
         self.step_id = step_id
         self.cfg = cfg
         self.flow_name = flow_name
+        self.stats = stats
 
-    def list_parts(self) -> list[str]:
+    def partitions(self) -> list[str]:
         return ["mqtt"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> MqttSourcePartition:
-        return MqttSourcePartition(self.step_id, self.cfg, self.flow_name)
-
+    def open(self, partition: str, resume: MqttSourceState | None) -> MqttSourcePartition:
+        return MqttSourcePartition(self.step_id, self.cfg, self.flow_name, self.stats, resume)

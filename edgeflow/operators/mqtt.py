@@ -1,8 +1,9 @@
 """MQTT as a flow step: :func:`mqtt_source` reads samples, :func:`mqtt_sink` publishes summaries and alerts.
 
-Both check their settings when the flow is built, and the broker when it is
-compiled, so ``edgeflow run`` fails fast, with how to start Mosquitto, when
-no broker answers. See ``docs/mqtt.md``.
+Both check their settings when the flow is built, and the broker once when it
+is compiled (the step's ``check``; running the compiled flow does not probe
+again), so ``edgeflow run`` fails fast, with how to start Mosquitto, when no
+broker answers. See ``docs/mqtt.md``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow.errors import FlowValidationError
-from edgeflow.graph import Flow, Schema, Step, Stream, build_config
+from edgeflow.graph import Flow, Schema, Step, StepContext, Stream, build_config
 from edgeflow.mqtt.client import DEFAULT_BROKER, BrokerConfig, BrokerUnreachableError, probe_broker, start_hint
 from edgeflow.mqtt.codecs import CodecName
 from edgeflow.mqtt.sink import MqttSink, MqttSinkConfig
@@ -112,18 +113,11 @@ def mqtt_source(
     def schema(_inputs: tuple[Schema, ...]) -> Schema:
         return Schema("samples", channels=cfg.channels, rate_hz=cfg.rate_hz)
 
+    def build(ctx: StepContext) -> MqttSource:
+        return MqttSource(step_id, cfg, ctx.run.flow_name, ctx.run.stats)
+
     return flow.add_step(
-        Step(
-            step_id,
-            "mqtt_source",
-            "source",
-            (),
-            cfg,
-            schema=schema,
-            source=lambda: MqttSource(step_id, cfg, flow.name),
-            can_fail=True,
-            check=check,
-        )
+        Step(step_id, "mqtt_source", "source", (), cfg, schema=schema, build=build, can_fail=True, check=check)
     )
 
 
@@ -176,4 +170,7 @@ def mqtt_sink(
         if wanted:
             _probe(step_id, cfg.broker, cfg.connect_timeout_s)
 
-    return SinkSpec("mqtt_sink", lambda flow_name: MqttSink(step_id, cfg, flow_name), check=check)
+    def build(ctx: StepContext) -> MqttSink:
+        return MqttSink(step_id, cfg, ctx.run.flow_name, ctx.run.stats)
+
+    return SinkSpec("mqtt_sink", build, check=check)

@@ -28,14 +28,21 @@ def small_flow(
     else:
         assert broker is not None
         samples = eo.mqtt_source(
-            "samples", flow, "plant/{line}/{sensor}/accel", broker=broker, channels=["accel"], eos_topic="plant/eos",
-            clean_session=clean_session, client_id=None if clean_session else f"{name}-source",
+            "samples",
+            flow,
+            "plant/{line}/{sensor}/accel",
+            broker=broker,
+            channels=["accel"],
+            eos_topic="plant/eos",
+            clean_session=clean_session,
+            client_id=None if clean_session else f"{name}-source",
         )
     windows = eo.window("win", samples, rate_hz=500, size=64, hop=64, max_gap_s=0.05)
     scores = eo.zscore_detector("detect", eo.features("feat", windows, ["rms", "std"]), threshold=6.0, warmup=5)
     summaries = eo.summarize("summary", scores, every_s=1, sink=eo.jsonl(out))
     if uplink is not None:
-        sink = eo.mqtt_sink("test/{sensor}/{kind}", broker=uplink, spool=spool, drain_timeout_s=drain_timeout_s,
-                            qos=uplink_qos)
+        sink = eo.mqtt_sink(
+            "test/{sensor}/{kind}", broker=uplink, spool=spool, drain_timeout_s=drain_timeout_s, qos=uplink_qos
+        )
         eo.output("uplink", summaries, sink)
     return flow

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from edgeflow.metrics import FlowStats  # noqa: E402
 from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix  # noqa: E402
 
 RECORDING = ROOT / "examples" / "data" / "pump_vibration.csv"
@@ -33,7 +34,7 @@ def _free_port() -> int:
 class Broker:
     """One mosquitto process; can be killed and restarted on the same port with its persistence file."""
 
-    def __init__(self, folder: Path, persistence: bool = False) -> None:
+    def __init__(self, folder: Path, persistence: bool = False, anonymous: bool = True) -> None:
         self.binary = shutil.which("mosquitto") or next(
             (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
         )
@@ -42,6 +43,7 @@ class Broker:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.persistence = persistence
+        self.anonymous = anonymous
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -53,12 +55,14 @@ class Broker:
         conf = self.folder / "mosquitto.conf"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
             "max_queued_messages 1000000",
             "max_inflight_messages 1000",
             f"log_dest file {self.folder / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",
+            "log_type notice",
+            "connection_messages true",
         ]
         if self.persistence:
             lines += [
@@ -88,6 +92,11 @@ class Broker:
             self.stop()
             self.port = 0 if not self.persistence else self.port
         pytest.fail(f"mosquitto did not start on 127.0.0.1 (see {self.folder / 'mosquitto.log'})")
+
+    def log(self) -> str:
+        """What mosquitto logged so far (errors, warnings, notices and connection messages)."""
+        path = self.folder / "mosquitto.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
 
     def kill(self) -> None:
         """SIGKILL: the broker dies without a goodbye."""
@@ -141,22 +150,37 @@ class Collector:
 
 
 class FlowThread:
-    """Runs a flow with edgeflow.runtime.run in a thread; join() returns its report or re-raises."""
+    """Runs a flow (or compiled flow) with edgeflow.runtime.run in a thread; join() returns its report or re-raises.
+
+    ``stats`` is the run's live FlowStats, handed over by run's progress callback.
+    """
 
     def __init__(self, flow: Any) -> None:
         from edgeflow.runtime import run
 
         self.report: Any = None
         self.error: BaseException | None = None
+        self.stats: FlowStats | None = None
+
+        def seen(stats: FlowStats) -> None:
+            self.stats = stats
 
         def go() -> None:
             try:
-                self.report = run(flow)
+                self.report = run(flow, progress=seen, progress_every_s=0.01)
             except BaseException as exc:  # handed to join()
                 self.error = exc
 
         self.thread = threading.Thread(target=go, name=f"flow-{flow.name}", daemon=True)
         self.thread.start()
+
+    def count(self, name: str) -> int:
+        """An operator counter of the running flow (0 before the run has started)."""
+        return 0 if self.stats is None else self.stats.counts.get(name, 0)
+
+    @property
+    def samples_in(self) -> int:
+        return 0 if self.stats is None else self.stats.samples_in
 
     def join(self, timeout: float = 30.0) -> Any:
         self.thread.join(timeout)

@@ -151,10 +151,8 @@ def test_spool_orders_survives_reopen_and_counts_overflow(tmp_path) -> None:  # 
 @pytest.mark.parametrize("alerts_first", [False, True])
 @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
 def test_memory_outbox_behaves_like_the_sqlite_one(tmp_path, overflow, alerts_first) -> None:  # type: ignore[no-untyped-def]
-    from edgeflow.mqtt.spool import MemorySpool
-
     disk = Spool(tmp_path / "o.sqlite", capacity=4, overflow=overflow, alerts_first=alerts_first)
-    memory = MemorySpool(capacity=4, overflow=overflow, alerts_first=alerts_first)
+    memory = Spool(None, capacity=4, overflow=overflow, alerts_first=alerts_first)
     script = [
         [("t", b"a", 1, False, 0), ("t", b"b", 1, False, 1), ("t", b"c", 1, False, 0)],
         [("t", b"d", 1, False, 1), ("t", b"e", 1, False, 0), ("t", b"f", 1, False, 0)],

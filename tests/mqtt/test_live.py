@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 import edgeflow.operators as eo
 from edgeflow import Flow
 from edgeflow.loader import load_flow
-from edgeflow.metrics import flow_stats
+from edgeflow.metrics import FlowStats
 from edgeflow.mqtt.codecs import PayloadError, make_codec
-from edgeflow.mqtt.player import publish_recording, read_recording, record
-from edgeflow.mqtt.source import MqttSourceConfig, MqttSourcePartition
+from edgeflow.mqtt.player import publish_recording, record
+from edgeflow.mqtt.source import MqttSource, MqttSourceConfig
+from edgeflow.recordings import read_recording
 
 from .mqtt_support import RECORDING, ROOT, Broker, Collector, FlowThread, _free_port
 
@@ -54,13 +55,11 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
-def _subscribed(name: str, n: int = 1) -> bool:
-    return flow_stats(name).counts.get("mqtt.subscriptions", 0) >= n
-
-
-def _start(flow: Flow) -> FlowThread:
+def _start(flow: Any) -> FlowThread:
     thread = FlowThread(flow)
-    _wait(lambda: _subscribed(flow.name) or not thread.thread.is_alive(), 10, "the source to subscribe")
+    _wait(
+        lambda: thread.count("mqtt.subscriptions") >= 1 or not thread.thread.is_alive(), 10, "the source to subscribe"
+    )
     return thread
 
 
@@ -73,18 +72,40 @@ def _replay_summaries(tmp_path: Path, recording: Path, name: str) -> list[dict[s
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payloads=st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=30).map(str.encode),
-                                   st.sampled_from([b'{"ts": 1e9, "accel": NaN}', b'{"ts": 1e9, "accel": 1e9}',
-                                                    b'{"ts": "yesterday", "accel": 1}', b"[1, 2]", b"{}"])),
-                         min_size=1, max_size=25))
+@given(
+    payloads=st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.text(max_size=30).map(str.encode),
+            st.sampled_from(
+                [
+                    b'{"ts": 1e9, "accel": NaN}',
+                    b'{"ts": 1e9, "accel": 1e9}',
+                    b'{"ts": "yesterday", "accel": 1}',
+                    b"[1, 2]",
+                    b"{}",
+                ]
+            ),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_malformed_payloads_become_dead_letters_and_the_flow_keeps_running(
     broker: Broker, tmp_path: Path, payloads: list[bytes]
 ) -> None:
     name = f"fuzz-{os.urandom(3).hex()}"
     dead = tmp_path / f"{name}.dead.jsonl"
     flow = Flow(name, dead_letter_path=str(dead))
-    samples = eo.mqtt_source("samples", flow, "plant/{line}/{sensor}/accel", broker=broker.address,
-                             channels=["accel"], eos_topic="plant/eos", value_range=(-100.0, 100.0))
+    samples = eo.mqtt_source(
+        "samples",
+        flow,
+        "plant/{line}/{sensor}/accel",
+        broker=broker.address,
+        channels=["accel"],
+        eos_topic="plant/eos",
+        value_range=(-100.0, 100.0),
+    )
     eo.output("out", samples, eo.jsonl(tmp_path / f"{name}.out.jsonl"))
     running = _start(flow)
     coder = make_codec("json", ("accel",), value_range=(-100.0, 100.0))
@@ -112,15 +133,28 @@ def test_topic_outside_template_is_a_dead_letter(broker: Broker, tmp_path: Path)
     name = f"tpl-{os.urandom(3).hex()}"
     dead = tmp_path / "dead.jsonl"
     flow = Flow(name, dead_letter_path=str(dead))
-    samples = eo.mqtt_source("samples", flow, "plant/{line}/{sensor}/accel", topics=["plant/#"], broker=broker.address,
-                             eos_topic="plant/eos", dead_letter_topic="gw/dead")
+    samples = eo.mqtt_source(
+        "samples",
+        flow,
+        "plant/{line}/{sensor}/accel",
+        topics=["plant/#"],
+        broker=broker.address,
+        eos_topic="plant/eos",
+        dead_letter_topic="gw/dead",
+    )
     eo.output("out", samples, eo.jsonl(tmp_path / "out.jsonl"))
     letters = Collector(broker.address, "gw/dead")
     running = _start(flow)
     import paho.mqtt.publish as publish
 
-    publish.multiple([{"topic": "plant/l1/p1/temp", "payload": b'{"ts": 1e9, "value": 1}', "qos": 1},
-                      {"topic": "plant/eos", "payload": b"", "qos": 1}], hostname="127.0.0.1", port=broker.port)
+    publish.multiple(
+        [
+            {"topic": "plant/l1/p1/temp", "payload": b'{"ts": 1e9, "value": 1}', "qos": 1},
+            {"topic": "plant/eos", "payload": b"", "qos": 1},
+        ],
+        hostname="127.0.0.1",
+        port=broker.port,
+    )
     assert running.join(20).stats.dead_letters == 1
     assert "does not fit the template" in json.loads(dead.read_text())["reason"]
     assert "does not fit the template" in json.loads(letters.wait_for(1)[0][1])["reason"]
@@ -130,22 +164,25 @@ def test_topic_outside_template_is_a_dead_letter(broker: Broker, tmp_path: Path)
 @pytest.mark.parametrize(("policy", "blocked"), [("drop_oldest", 0), ("block", 6)])
 def test_overload_policy_drops_are_counted(broker: Broker, policy: str, blocked: int) -> None:
     name = f"overload-{policy}"
-    cfg = MqttSourceConfig(broker=broker.address, template="s/{sensor}", queue_size=4, overload=policy,
-                           block_timeout_s=0.05)  # type: ignore[arg-type]
-    stats = flow_stats(name)
-    before = dict(stats.counts)
-    part = MqttSourcePartition("samples", cfg, name)
+    cfg = MqttSourceConfig(
+        broker=broker.address, template="s/{sensor}", queue_size=4, overload=policy, block_timeout_s=0.05
+    )  # type: ignore[arg-type]
+    stats = FlowStats()
+    part = MqttSource("samples", cfg, name, stats).open("mqtt", None)
     try:
-        _wait(lambda: stats.counts.get("mqtt.subscriptions", 0) > before.get("mqtt.subscriptions", 0), 5, "subscribe")
+        _wait(lambda: stats.counts.get("mqtt.subscriptions", 0) >= 1, 5, "subscribe")
         import paho.mqtt.publish as publish
 
-        publish.multiple([{"topic": "s/a", "payload": json.dumps({"ts": 1e9 + i, "value": i}), "qos": 1}
-                          for i in range(10)], hostname="127.0.0.1", port=broker.port)
+        publish.multiple(
+            [{"topic": "s/a", "payload": json.dumps({"ts": 1e9 + i, "value": i}), "qos": 1} for i in range(10)],
+            hostname="127.0.0.1",
+            port=broker.port,
+        )
         _wait(lambda: part._queue.dropped == 6, 5, "drops")
-        (key, block), = part.next_batch()
-        assert key == "a" and block.values[:, 0].tolist() == [6.0, 7.0, 8.0, 9.0]  # the newest survive
-        assert stats.counts["mqtt.dropped"] - before.get("mqtt.dropped", 0) == 6
-        assert stats.counts.get("mqtt.blocked", 0) - before.get("mqtt.blocked", 0) == blocked
+        (block,) = part.next_batch()
+        assert block.sensor == "a" and block.values[:, 0].tolist() == [6.0, 7.0, 8.0, 9.0]  # the newest survive
+        assert stats.counts["mqtt.dropped"] == 6
+        assert stats.counts.get("mqtt.blocked", 0) == blocked
     finally:
         part.close()
 
@@ -153,20 +190,26 @@ def test_overload_policy_drops_are_counted(broker: Broker, policy: str, blocked:
 def test_max_samples_stops_the_source_while_messages_keep_coming(broker: Broker) -> None:
     name = f"limit-{os.urandom(3).hex()}"
     cfg = MqttSourceConfig(broker=broker.address, template="s/{sensor}", max_samples=3)  # type: ignore[arg-type]
-    stats = flow_stats(name)
-    part = MqttSourcePartition("samples", cfg, name)
+    stats = FlowStats()
+    part = MqttSource("samples", cfg, name, stats).open("mqtt", None)
     try:
         _wait(lambda: stats.counts.get("mqtt.subscriptions", 0) >= 1, 5, "subscribe")
         import paho.mqtt.publish as publish
 
         def send(first: int) -> None:
-            publish.multiple([{"topic": "s/a", "payload": json.dumps({"ts": 1e9 + i, "value": i}), "qos": 1}
-                              for i in range(first, first + 5)], hostname="127.0.0.1", port=broker.port)
+            publish.multiple(
+                [
+                    {"topic": "s/a", "payload": json.dumps({"ts": 1e9 + i, "value": i}), "qos": 1}
+                    for i in range(first, first + 5)
+                ],
+                hostname="127.0.0.1",
+                port=broker.port,
+            )
 
         send(0)
         _wait(lambda: len(part._queue) == 5, 5, "five messages")
-        (key, block), = part.next_batch()
-        assert key == "a" and len(block) == 3 and block.t_ins is not None and len(block.t_ins) == 3
+        (block,) = part.next_batch()
+        assert block.sensor == "a" and len(block) == 3 and block.t_ins is not None and len(block.t_ins) == 3
         assert stats.counts["mqtt.after_end"] == 2
         send(5)  # more traffic after the end must not keep the source alive
         _wait(lambda: len(part._queue) == 5, 5, "five more messages")
@@ -186,11 +229,11 @@ def test_source_broker_killed_and_restarted_with_persistent_session(persistent_b
     flow = small_flow("src-kill", str(out), broker=persistent_broker.address, clean_session=False)
     running = _start(flow)
     publish_recording(first, persistent_broker.address, template=TEMPLATE, batch=25)
-    _wait(lambda: flow_stats("src-kill").samples_in == 4000, 10, "the first half")
+    _wait(lambda: running.samples_in == 4000, 10, "the first half")
     persistent_broker.kill()
     time.sleep(0.3)
     persistent_broker.start()
-    _wait(lambda: _subscribed("src-kill", 2), 10, "the source to reconnect")
+    _wait(lambda: running.count("mqtt.subscriptions") >= 2, 10, "the source to reconnect")
     publish_recording(second, persistent_broker.address, template=TEMPLATE, batch=25, eos_topic="plant/eos")
     report = running.join(20)
     assert report.stats.samples_in == 8000
@@ -207,11 +250,19 @@ def test_uplink_broker_killed_mid_run_loses_no_summary_and_keeps_order(
     recording = _slice(tmp_path, "s.csv", 0, 16000)
     expected = _replay_summaries(tmp_path, recording, f"uplink-replay-{qos}")
     uplink = Collector(persistent_broker.address, "test/#", client_id=f"uplink-collector-{qos}", clean=False)
-    flow = small_flow(f"uplink-kill-{qos}", str(tmp_path / "o.jsonl"), broker=broker.address,
-                      uplink=persistent_broker.address, uplink_qos=qos)
+    flow = small_flow(
+        f"uplink-kill-{qos}",
+        str(tmp_path / "o.jsonl"),
+        broker=broker.address,
+        uplink=persistent_broker.address,
+        uplink_qos=qos,
+    )
     running = _start(flow)
-    publisher = threading.Thread(target=publish_recording, args=(recording, broker.address),
-                                 kwargs={"template": TEMPLATE, "batch": 20, "speed": 4.0, "eos_topic": "plant/eos"})
+    publisher = threading.Thread(
+        target=publish_recording,
+        args=(recording, broker.address),
+        kwargs={"template": TEMPLATE, "batch": 20, "speed": 4.0, "eos_topic": "plant/eos"},
+    )
     publisher.start()
     _wait(lambda: len(uplink.messages) >= 3, 10, "the first summaries upstream")
     persistent_broker.kill()
@@ -236,16 +287,25 @@ def test_uplink_broker_killed_mid_run_loses_no_summary_and_keeps_order(
 
 def _edgeflow_run(target: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'mqtt'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "edgeflow", "run", target, "--quiet"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeflow", "run", target, "--quiet"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_store_and_forward_survives_a_process_restart(broker: Broker, tmp_path: Path) -> None:
     spool = tmp_path / "outbox.sqlite"
     first, second = _slice(tmp_path, "a.csv", 0, 6000), _slice(tmp_path, "b.csv", 6000, 8000)
     dead_port = _free_port()
-    target = (f"tests/mqtt/mqtt_flows.py:small_flow('sf-1', '{tmp_path / 'one.jsonl'}', recording='{first}', "
-              f"uplink='127.0.0.1:{dead_port}', spool='{spool}', drain_timeout_s=0.0)")
+    target = (
+        f"tests/mqtt/mqtt_flows.py:small_flow('sf-1', '{tmp_path / 'one.jsonl'}', recording='{first}', "
+        f"uplink='127.0.0.1:{dead_port}', spool='{spool}', drain_timeout_s=0.0)"
+    )
     done = _edgeflow_run(target)
     assert done.returncode == 0, done.stderr
     one = _summaries(tmp_path / "one.jsonl")
@@ -253,8 +313,10 @@ def test_store_and_forward_survives_a_process_restart(broker: Broker, tmp_path: 
         queued = [json.loads(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY seq")]
     assert queued == one and len(one) > 10
     uplink = Collector(broker.address, "test/#")
-    target = (f"tests/mqtt/mqtt_flows.py:small_flow('sf-2', '{tmp_path / 'two.jsonl'}', recording='{second}', "
-              f"uplink='{broker.address}', spool='{spool}')")
+    target = (
+        f"tests/mqtt/mqtt_flows.py:small_flow('sf-2', '{tmp_path / 'two.jsonl'}', recording='{second}', "
+        f"uplink='{broker.address}', spool='{spool}')"
+    )
     done = _edgeflow_run(target)
     assert done.returncode == 0, done.stderr
     two = _summaries(tmp_path / "two.jsonl")
@@ -270,8 +332,10 @@ def test_same_recording_same_summaries_over_mqtt_as_over_replay(broker: Broker, 
     replayed = tmp_path / "replay.jsonl"
     FlowThread(load_flow(f"flows/pump_vibration.py:make_flow(recording='{recording}', out='{replayed}')")).join(60)
     live = tmp_path / "live.jsonl"
-    flow = load_flow(f"flows/pump_mqtt.py:make_flow(broker='{broker.address}', out='{live}', spool=None, "
-                     f"codec='csv', name='pump_mqtt_test')")
+    flow = load_flow(
+        f"flows/pump_mqtt.py:make_flow(broker='{broker.address}', out='{live}', spool=None, "
+        f"codec='csv', name='pump_mqtt_test')"
+    )
     uplink = Collector(broker.address, "edgeflow/pump_mqtt_test/#")
     running = _start(flow)
     publish_recording(recording, broker.address, template=TEMPLATE, codec="csv", batch=50, eos_topic="plant/eos")
@@ -289,7 +353,11 @@ def test_run_fails_fast_without_a_broker() -> None:
     port = _free_port()
     done = subprocess.run(
         [sys.executable, "-m", "edgeflow", "run", f"flows/pump_mqtt.py:make_flow(broker='127.0.0.1:{port}')"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 3
     assert f"no MQTT broker reachable at 127.0.0.1:{port}" in done.stderr
@@ -302,13 +370,39 @@ def test_record_captures_what_publish_plays(broker: Broker, tmp_path: Path) -> N
     out = tmp_path / "rec.jsonl"
     ready = threading.Event()
     result: list[Any] = []
-    recorder = threading.Thread(target=lambda: result.append(record(
-        broker.address, ["plant/+/+/accel"], out, template="plant/{line}/{sensor}/accel", channels=["accel"],
-        count=3000, duration_s=20, on_ready=ready.set)))
+    recorder = threading.Thread(
+        target=lambda: result.append(
+            record(
+                broker.address,
+                ["plant/+/+/accel"],
+                out,
+                template="plant/{line}/{sensor}/accel",
+                channels=["accel"],
+                count=3000,
+                duration_s=20,
+                on_ready=ready.set,
+            )
+        )
+    )
     recorder.start()
     assert ready.wait(10)
-    cli = CliRunner().invoke(app, ["publish", str(RECORDING), "--broker", broker.address, "--limit", "3000",
-                                   "--batch", "10", "--rate", "100000", "--topic-template", TEMPLATE])
+    cli = CliRunner().invoke(
+        app,
+        [
+            "publish",
+            str(RECORDING),
+            "--broker",
+            broker.address,
+            "--limit",
+            "3000",
+            "--batch",
+            "10",
+            "--rate",
+            "100000",
+            "--topic-template",
+            TEMPLATE,
+        ],
+    )
     assert cli.exit_code == 0, cli.output
     recorder.join(20)
     assert result and result[0].samples == 3000
@@ -336,11 +430,12 @@ def test_outbox_left_by_a_run_with_more_workers_is_taken_over(broker: Broker, tm
     got = Collector(broker.address, "left/#")
     cfg = MqttSinkConfig.model_validate({"broker": broker.address, "spool": spool, "drain_timeout_s": 5})
     name = f"adopt-{os.urandom(3).hex()}"
-    part = MqttSink("uplink", cfg, name).build("uplink", 0, 1)
+    stats = FlowStats()
+    part = MqttSink("uplink", cfg, name, stats).open(0, 1)
     try:
         assert [payload for _t, payload in got.wait_for(3)] == [b"m0", b"m1", b"m2"]
     finally:
         part.close()
         got.close()
-    assert flow_stats(name).counts["mqtt.sink_adopted"] == 3
+    assert stats.counts["mqtt.sink_adopted"] == 3
     assert not (tmp_path / "outbox.w1.sqlite").exists()
