@@ -38,6 +38,8 @@ def _run_script(script: Path, out: Path | None) -> int:
     spec = importlib.util.spec_from_file_location(f"_edgeflow_model_build_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # registered while it runs, as an import would: dataclasses (and pickle) look their module up by name
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
         if not hasattr(module, "main"):
@@ -50,6 +52,8 @@ def _run_script(script: Path, out: Path | None) -> int:
     except RuntimeError as exc:
         err.print(f"[red]build failed[/red]: {exc}")
         return 1
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 def _info(path: Path, variant: str | None) -> int:

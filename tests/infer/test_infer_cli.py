@@ -41,3 +41,21 @@ def test_model_build_without_a_pipeline_script(tmp_path: Path) -> None:
     result = runner.invoke(app, ["model", "build", "--script", str(tmp_path / "nope.py")])
     assert result.exit_code == 4
     assert "no model pipeline" in result.output
+
+
+def test_model_build_runs_a_script_whose_dataclasses_need_their_module(tmp_path: Path) -> None:
+    """Issue 9: the pipeline script must be in sys.modules while it runs (dataclasses look their module up)."""
+    script = tmp_path / "build.py"
+    script.write_text(
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "@dataclass(frozen=True)\n"
+        "class Report:\n"
+        "    out: str\n"
+        "def main(argv: list[str]) -> int:\n"
+        "    print('built into', Report(argv[0]).out)\n"
+        "    return 0\n"
+    )
+    result = runner.invoke(app, ["model", "build", str(tmp_path / "out"), "--script", str(script)])
+    assert result.exit_code == 0, result.output
+    assert f"built into {tmp_path / 'out'}" in result.output
