@@ -6,13 +6,13 @@ latency from the newest contributing sample's ingest to output.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from edgeflow.jsontext import dumps
 from edgeflow.metrics import FlowStats
 from edgeflow.records import DeadLetter, Scored, Window, to_datetime
 
@@ -94,7 +94,7 @@ class _WriterPartition:
 
 
 def _jsonl_line(item: Any) -> str:
-    return json.dumps(to_json(item), separators=(",", ":")) + "\n"
+    return dumps(to_json(item)) + "\n"
 
 
 def _readable_line(item: Any) -> str:
@@ -106,11 +106,11 @@ def _readable_line(item: Any) -> str:
             f"{flag:<7} samples={record['samples']} windows={record['windows']} "
             f"anomalous={record['anomalous_windows']} max_score={record['score']['max']}\n"
         )
-    return json.dumps(record, separators=(",", ":")) + "\n"
+    return dumps(record) + "\n"
 
 
 class JsonlSink:
-    """Writes one JSON object per line to *path* (truncated at start; one file per worker).
+    """Appends one JSON object per line to *path* (one file per worker); a restart never wipes earlier results.
 
     >>> import tempfile
     >>> sink = JsonlSink(Path(tempfile.mkdtemp()) / "out.jsonl", FlowStats())
@@ -127,7 +127,7 @@ class JsonlSink:
     def open(self, worker_index: int, worker_count: int) -> _WriterPartition:
         path = worker_path(self.path, worker_index, worker_count)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _WriterPartition(path.open("w", encoding="utf-8"), self.stats, _jsonl_line, close=True)
+        return _WriterPartition(path.open("a", encoding="utf-8"), self.stats, _jsonl_line, close=True)
 
 
 class StdoutSink:
@@ -168,7 +168,7 @@ class _DeadLetterPartition:
         self._close = close
 
     def write_batch(self, items: Sequence[DeadLetter]) -> None:
-        self._stream.write("".join(json.dumps(letter.to_json()) + "\n" for letter in items))
+        self._stream.write("".join(dumps(letter.to_json()) + "\n" for letter in items))
         self._stream.flush()
 
     def close(self) -> None:
@@ -177,7 +177,7 @@ class _DeadLetterPartition:
 
 
 class DeadLetterSink:
-    """Writes dead letters as JSONL to *path*, or to stderr when *path* is ``None`` (the engine counts them)."""
+    """Appends dead letters as JSONL to *path*, or writes them to stderr if *path* is ``None`` (the engine counts)."""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = None if path is None else Path(path)
@@ -187,4 +187,4 @@ class DeadLetterSink:
             return _DeadLetterPartition(sys.stderr, close=False)
         path = worker_path(self.path, worker_index, worker_count)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _DeadLetterPartition(path.open("w", encoding="utf-8"), close=True)
+        return _DeadLetterPartition(path.open("a", encoding="utf-8"), close=True)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from edgeflow.compiler import CompiledFlow, compile_flow
 from edgeflow.connectors import DEAD_LETTERS, Sink
 from edgeflow.graph import Flow
+from edgeflow.jsontext import dumps
 from edgeflow.loader import load_flow
 from edgeflow.runtime import RunReport, run
 from edgeflow.sinks import CaptureSink, to_json
@@ -57,7 +57,7 @@ def run_capture(flow: CompiledFlow | Flow | str, *, workers: int = 1) -> Capture
     report = run(compiled, workers=workers, sinks=sinks)
     outputs = {step_id: [to_json(item) for item in sink.items] for step_id, sink in captured.items()}
     # captured outputs never reach a real sink: count the bytes they would have sent, as JSON lines
-    sent = sum(len(json.dumps(record, separators=(",", ":"))) + 1 for records in outputs.values() for record in records)
+    sent = sum(len(dumps(record)) + 1 for records in outputs.values() for record in records)
     report.stats.add(items_out=sum(map(len, outputs.values())), bytes_out=sent)
     return Capture(outputs, [letter.to_json() for letter in dead.items], report)
 

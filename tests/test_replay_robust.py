@@ -29,7 +29,10 @@ def test_a_byte_that_is_not_utf8_after_the_first_8kb_is_one_dead_letter(tmp_path
     rows = _good_rows(600)
     path = tmp_path / "bad.csv"
     path.write_bytes(
-        b"ts,sensor,value\n" + "".join(rows[:400]).encode() + b"2026-01-01T00:01:00Z,s\xff1,1.0\n" + "".join(rows[400:]).encode()
+        b"ts,sensor,value\n"
+        + "".join(rows[:400]).encode()
+        + b"2026-01-01T00:01:00Z,s\xff1,1.0\n"
+        + "".join(rows[400:]).encode()
     )
     assert path.stat().st_size > 8192 * 2
     result = _run(path)
@@ -41,8 +44,14 @@ def test_a_byte_that_is_not_utf8_after_the_first_8kb_is_one_dead_letter(tmp_path
 def test_a_10mb_line_is_one_dead_letter_read_in_pieces(tmp_path: Path) -> None:
     rows = _good_rows(100)
     path = tmp_path / "long.csv"
-    path.write_text("ts,sensor,value\n" + "".join(rows[:50]) + "2026-01-01T00:00:59Z,s1," + "9" * 10_000_000 + "\n"
-                    + "".join(rows[50:]))
+    path.write_text(
+        "ts,sensor,value\n"
+        + "".join(rows[:50])
+        + "2026-01-01T00:00:59Z,s1,"
+        + "9" * 10_000_000
+        + "\n"
+        + "".join(rows[50:])
+    )
     result = _run(path)
     assert result.report.stats.samples_in == 100
     (letter,) = result.dead_letters
@@ -70,8 +79,12 @@ def test_a_truncated_gzip_ends_the_input_cleanly_with_one_dead_letter(tmp_path: 
 
 
 ROW = st.one_of(
-    st.builds(lambda t, s, v: GOOD.format(t // 1000 % 60, t % 1000, s, v), st.integers(0, 59_999), st.integers(0, 3),
-              st.floats(allow_nan=True, allow_infinity=True)),
+    st.builds(
+        lambda t, s, v: GOOD.format(t // 1000 % 60, t % 1000, s, v),
+        st.integers(0, 59_999),
+        st.integers(0, 3),
+        st.floats(allow_nan=True, allow_infinity=True),
+    ),
     st.binary(max_size=80).map(lambda b: b.replace(b"\n", b"") + b"\n").map(lambda b: b.decode("latin-1")),
     st.text(max_size=60).map(lambda t: t.replace("\n", "").replace("\r", "") + "\n"),
 )
