@@ -29,7 +29,7 @@ from typing import Any
 from edgeflow.errors import EdgeflowError, FlowValidationError
 from edgeflow.graph import Flow
 
-__all__ = ["FlowLoadError", "load_flow"]
+__all__ = ["FlowLoadError", "load_flow", "user_code_line"]
 
 _EDGEFLOW_DIR = Path(__file__).resolve().parent
 _LIBRARY_DIRS = tuple(
@@ -82,6 +82,19 @@ def _frames(tb: TracebackType | None) -> list[TracebackType]:
         out.append(tb)
         tb = tb.tb_next
     return out
+
+
+def user_code_line(exc: BaseException) -> str | None:
+    """``file:line`` of the innermost frame of the user's own code that *exc* went through, if any.
+
+    >>> try:
+    ...     int("x")
+    ... except ValueError as exc:
+    ...     print(user_code_line(exc))
+    None
+    """
+    user = [tb for tb in _frames(exc.__traceback__) if _is_user_code(tb.tb_frame.f_code.co_filename)]
+    return f"{_shown(user[-1].tb_frame.f_code.co_filename)}:{user[-1].tb_lineno}" if user else None
 
 
 def _closest(word: str, candidates: Iterable[str]) -> str:

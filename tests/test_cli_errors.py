@@ -190,3 +190,14 @@ def test_flow_name_with_a_dot_is_refused_at_validate_time(tmp_path: Path) -> Non
         assert "a flow name may hold only letters, digits, '_' and '-'" in done.stderr
         assert "try 'pump_v2'" in done.stderr
         assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_failing_step_exits_1_naming_the_error_and_the_line_that_raised_it(tmp_path: Path) -> None:
+    target = _flow_file(tmp_path, "eo.output('out', eo.map('boom', s, lambda x: 1 / 0), eo.stdout())\n")
+    done = edgeflow("run", target, env={"RUST_BACKTRACE": "0"})
+    assert done.returncode == 1
+    last = done.stderr.splitlines()[-2:]
+    assert last[0].startswith("flow 'bad' failed: ")
+    assert 'in step "bad.boom"' in last[0]
+    assert last[0].endswith(f": ZeroDivisionError: division by zero at {target}:5")
+    assert last[1] == DEBUG_HINT.strip()

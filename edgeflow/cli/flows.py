@@ -24,7 +24,7 @@ import typer
 
 from edgeflow.cli.errors import debug_enabled, fail
 from edgeflow.errors import EdgeflowError, FlowValidationError
-from edgeflow.loader import FlowLoadError, load_flow
+from edgeflow.loader import FlowLoadError, load_flow, user_code_line
 from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED, err
 
 if TYPE_CHECKING:
@@ -135,10 +135,23 @@ def run(
     except FlowValidationError as exc:
         fail(f"invalid flow {compiled.flow.name!r}", exc, EXIT_INVALID, debug=debug)
     except (EdgeflowError, RuntimeError, OSError) as exc:
-        fail(f"flow {compiled.flow.name!r} failed", exc, EXIT_FAILED, debug=debug)
+        fail(f"flow {compiled.flow.name!r} failed", _with_root_cause(exc), EXIT_FAILED, debug=debug)
     if not quiet:
         for line in report.lines():
             err.print(line)
+
+
+def _with_root_cause(exc: Exception) -> Exception:
+    """*exc*, or one whose message ends with the error that started it and where, in the user's code."""
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if root is exc:
+        return exc
+    where = user_code_line(root)
+    told = RuntimeError(f"{exc}: {type(root).__name__}: {root}" + (f" at {where}" if where else ""))
+    told.__cause__ = exc
+    return told
 
 
 def _spawn_cluster(target: str, processes: int, workers: int, *, quiet: bool, debug: bool) -> int:
