@@ -90,20 +90,20 @@ def bench_invoke(variant: str, n: int, windows: np.ndarray) -> dict[str, float]:
 
 def _tap(latencies: list[int]) -> Any:
     """A sink recording output time minus ``Window.t_in`` for every scored window (ns)."""
-    from bytewax.outputs import DynamicSink, StatelessSinkPartition
-
     from edgeflow.operators.output import SinkSpec
 
-    class _Part(StatelessSinkPartition[Any]):
+    class _Tap:
+        def open(self, worker_index: int, worker_count: int) -> _Tap:
+            return self
+
         def write_batch(self, items: list[Any]) -> None:
             now = time.perf_counter_ns()
-            latencies.extend(now - item.window.t_in for _key, item in items)
+            latencies.extend(now - item.window.t_in for item in items)
 
-    class _Sink(DynamicSink[Any]):
-        def build(self, step_id: str, worker_index: int, worker_count: int) -> _Part:
-            return _Part()
+        def close(self) -> None:
+            pass
 
-    return SinkSpec("latency_tap", lambda _flow_name: _Sink())
+    return SinkSpec("latency_tap", lambda _ctx: _Tap())
 
 
 def _make(kind: str, speed: float | None, latencies: list[int]) -> Any:
