@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +82,8 @@ class PreparedModel:
 class InferLogic:
     """Scores batches of windows, from any sensors, for one run of the step.
 
-    Batches from several worker threads may run at once, each on its own copy of the compiled model.
+    Batches from several worker threads may run at once, each on its own copy of the compiled model
+    (``worker_copy()``); a handler without copies serves one batch at a time.
 
     >>> from edgeflow.metrics import FlowStats
     >>> handler = LiteRTModelHandler("models/pump_ae/manifest.json")
@@ -102,27 +101,9 @@ class InferLogic:
         self._cfg = cfg
         self._prepared = prepared
         self._stats = stats
+        self._copy = getattr(prepared.handler, "worker_copy", None)
         self._spare: list[ModelHandler] = []
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _borrow(self) -> Iterator[ModelHandler]:
-        """Lend a handler for one batch: a free copy (made when none is free), or the compiled handler in turn."""
-        prepared = self._prepared
-        make_copy = getattr(prepared.handler, "worker_copy", None)
-        if make_copy is None:
-            with prepared.turns:
-                yield prepared.handler
-            return
-        with self._lock:
-            handler = self._spare.pop() if self._spare else None
-        if handler is None:
-            handler = make_copy()
-        try:
-            yield handler
-        finally:
-            with self._lock:
-                self._spare.append(handler)
+        """Copies of the compiled handler not in use now (``list.pop``/``append`` are atomic)."""
 
     def _threshold(self, info: ModelInfo) -> float:
         if self._cfg.threshold is not None:
@@ -145,8 +126,17 @@ class InferLogic:
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
         """Score the windows; non-finite feature vectors and failed invokes become dead letters."""
-        with self._borrow() as handler:
+        if self._copy is None:
+            with self._prepared.turns:
+                return self._score(self._prepared.handler, windows)
+        try:
+            handler = self._spare.pop()
+        except IndexError:  # every copy is busy in another thread (or this is the first batch): one more
+            handler = self._copy()
+        try:
             return self._score(handler, windows)
+        finally:
+            self._spare.append(handler)
 
     def _score(self, handler: ModelHandler, windows: list[Window]) -> list[Any]:
         out = self._refresh(handler, windows[0].sensor)
