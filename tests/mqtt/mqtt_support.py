@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import signal
 import socket
@@ -63,6 +64,7 @@ class Broker:
             "log_type warning",
             "log_type notice",
             "connection_messages true",
+            f"user {getpass.getuser()}",  # started as root, mosquitto would switch to a user that cannot write the log
         ]
         if self.persistence:
             lines += [
@@ -97,6 +99,10 @@ class Broker:
         """What mosquitto logged so far (errors, warnings, notices and connection messages)."""
         path = self.folder / "mosquitto.log"
         return path.read_text(errors="replace") if path.is_file() else ""
+
+    def probes(self) -> int:
+        """TCP connections closed without an MQTT CONNECT (broker probes; start() makes one)."""
+        return self.log().count("Client <unknown> closed its connection.")
 
     def kill(self) -> None:
         """SIGKILL: the broker dies without a goodbye."""

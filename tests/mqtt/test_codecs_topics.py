@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from edgeflow.mqtt.codecs import PayloadError, make_codec
 from edgeflow.mqtt.handoff import HandOff
-from edgeflow.mqtt.spool import Spool
+from edgeflow.mqtt.spool import MemoryStorage, Spool, SqliteStorage
 from edgeflow.mqtt.topics import TopicTemplate, check_filter
 
 
@@ -31,6 +31,32 @@ from edgeflow.mqtt.topics import TopicTemplate, check_filter
 )
 def test_template_maps_topics_to_keys(template: str, key: str | None, topic: str, expected: str | None) -> None:
     assert TopicTemplate(template, key).sensor_key(topic) == expected
+
+
+_levels = st.lists(st.sampled_from(["plant", "l1", "p7", "accel", "", "$SYS"]), min_size=1, max_size=5)
+_template_levels = st.lists(st.sampled_from(["plant", "accel", "{line}", "{sensor}", "+"]), min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(levels=_template_levels, multi=st.booleans(), topic=_levels.map("/".join))
+def test_template_fits_exactly_what_paho_matches(levels: list[str], multi: bool, topic: str) -> None:
+    from paho.mqtt.client import topic_matches_sub
+
+    if levels.count("{line}") > 1 or levels.count("{sensor}") > 1:
+        return  # a named level appears twice: not a template
+    tpl = TopicTemplate("/".join(levels) + ("/#" if multi else ""), key="{topic}")
+    fields = tpl.match(topic)
+    named = [i for i, level in enumerate(levels) if level.startswith("{")]
+    parts = topic.split("/")
+    expected = topic_matches_sub(tpl.filter, topic) and all(parts[i] for i in named)  # a named level is non-empty
+    assert (fields is not None) == expected
+    if fields is not None:
+        assert fields == {levels[i][1:-1]: parts[i] for i in named}
+
+
+def test_template_follows_mqtt_rules_for_dollar_topics() -> None:
+    assert TopicTemplate("{sensor}/#").sensor_key("$SYS/broker/load") is None  # wildcards never match $ topics
+    assert TopicTemplate("$SYS/{sensor}/#").sensor_key("$SYS/broker/load") == "broker"
 
 
 def test_template_filter_and_errors() -> None:
@@ -151,8 +177,9 @@ def test_spool_orders_survives_reopen_and_counts_overflow(tmp_path) -> None:  # 
 @pytest.mark.parametrize("alerts_first", [False, True])
 @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
 def test_memory_outbox_behaves_like_the_sqlite_one(tmp_path, overflow, alerts_first) -> None:  # type: ignore[no-untyped-def]
-    disk = Spool(tmp_path / "o.sqlite", capacity=4, overflow=overflow, alerts_first=alerts_first)
-    memory = Spool(None, capacity=4, overflow=overflow, alerts_first=alerts_first)
+    """One Spool (one set of rules) over each storage: the storages must agree row for row."""
+    disk = Spool(SqliteStorage(tmp_path / "o.sqlite"), capacity=4, overflow=overflow, alerts_first=alerts_first)
+    memory = Spool(MemoryStorage(), capacity=4, overflow=overflow, alerts_first=alerts_first)
     script = [
         [("t", b"a", 1, False, 0), ("t", b"b", 1, False, 1), ("t", b"c", 1, False, 0)],
         [("t", b"d", 1, False, 1), ("t", b"e", 1, False, 0), ("t", b"f", 1, False, 0)],
@@ -170,3 +197,41 @@ def test_memory_outbox_behaves_like_the_sqlite_one(tmp_path, overflow, alerts_fi
         disk.ack([first])
         assert len(memory) == len(disk)
     disk.close()
+
+
+def test_outbox_storage_is_pluggable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A storage kept in a plain list (rules stay in Spool): any object with the SpoolStorage methods works."""
+    from edgeflow.mqtt.spool import NewRow, SpoolRow
+
+    class ListStorage:
+        path = "list"
+
+        def __init__(self) -> None:
+            self.rows_: list[tuple[int, NewRow]] = []
+            self.seq = 0
+
+        def __len__(self) -> int:
+            return len(self.rows_)
+
+        def append(self, rows: list[NewRow]) -> None:
+            for row in rows:
+                self.seq += 1
+                self.rows_.append((self.seq, row))
+
+        def delete(self, seqs: set[int]) -> None:
+            self.rows_ = [(seq, row) for seq, row in self.rows_ if seq not in seqs]
+
+        def oldest(self, n: int) -> list[int]:
+            return [seq for seq, row in sorted(self.rows_, key=lambda r: (r[1][4], r[0]))][:n]
+
+        def rows(self, alerts_first: bool, after: int, limit: int) -> list[SpoolRow]:
+            ordered = sorted(self.rows_, key=lambda r: (-r[1][4], r[0])) if alerts_first else self.rows_
+            found = [SpoolRow(seq, t, p, q, r) for seq, (t, p, q, r, _prio) in ordered if seq > after]
+            return found[:limit]
+
+        def close(self) -> None:
+            pass
+
+    spool = Spool(ListStorage(), capacity=2, overflow="drop_oldest", alerts_first=True)
+    assert spool.put([("t", b"a", 1, False, 0), ("t", b"!", 1, False, 1), ("t", b"b", 1, False, 0)]) == 1
+    assert [r.payload for r in spool.next_rows(5)] == [b"!", b"b"]  # "a", the oldest routine row, was dropped
