@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast, get_args
 
 import typer
 
@@ -47,10 +47,19 @@ Broker = Annotated[
 Codec = Annotated[str, typer.Option("--codec", help="json, csv or f32")]
 
 
-def _check_codec(codec: str) -> None:
-    if codec not in ("json", "csv", "f32"):
+CodecName = Literal["json", "csv", "f32"]
+
+
+def _check_codec(codec: str) -> CodecName:
+    """Return *codec* as a codec name, or exit 2 naming the ones there are.
+
+    >>> _check_codec("f32")
+    'f32'
+    """
+    if codec not in get_args(CodecName):
         err.print(f"[red]unknown codec[/red] {codec!r}: expected json, csv or f32")
         raise typer.Exit(EXIT_USAGE)
+    return cast(CodecName, codec)
 
 
 def record_command(
@@ -72,7 +81,7 @@ def record_command(
     """Capture live MQTT samples into a JSONL recording that `eo.replay` plays back."""
     from edgeflow.mqtt.player import record
 
-    _check_codec(codec)
+    codec_name = _check_codec(codec)
     if duration is None and count is None:
         err.print("recording until Ctrl-C (give --duration or --count to stop by itself)")
     try:
@@ -82,7 +91,7 @@ def record_command(
             out,
             template=template,
             key=key,
-            codec=codec,  # type: ignore[arg-type]
+            codec=codec_name,
             channels=tuple(c.strip() for c in channels.split(",") if c.strip()),
             rate_hz=rate_hz,
             duration_s=duration,
@@ -125,7 +134,7 @@ def publish_command(
     """Play a recording to MQTT at a fixed rate, at real or accelerated pace, or as fast as possible."""
     from edgeflow.mqtt.player import publish_recording
 
-    _check_codec(codec)
+    codec_name = _check_codec(codec)
     if rate is not None and speed is not None:
         err.print("[red]bad option[/red]: give --rate or --speed, not both")
         raise typer.Exit(EXIT_USAGE)
@@ -137,9 +146,9 @@ def publish_command(
             recording,
             broker,
             template=topic_template,
-            codec=codec,
+            codec=codec_name,
             rate=rate,
-            speed=speed,  # type: ignore[arg-type]
+            speed=speed,
             batch=batch,
             qos=qos,
             rate_hz=rate_hz,
