@@ -55,6 +55,7 @@ def test_invalid_settings_exit_3_naming_step_field_value(tmp_path: Path) -> None
     target = _bad_flow(tmp_path, "w = eo.window('win', s, rate_hz=500, size=256, hop=512)\n")
     done = edgeflow("validate", target)
     assert done.returncode == 3
+    assert done.stderr.startswith(f"invalid flow {target}:5: step 'win': field 'hop' got 512: ")
     assert "step 'win': field 'hop' got 512: must be between 1 and the window size 256" in done.stderr
 
 

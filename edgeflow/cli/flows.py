@@ -52,8 +52,8 @@ def compile_target(target: str, *, debug: bool = False) -> CompiledFlow:
 
     try:
         flow = load_flow(target)
-    except FlowValidationError as exc:
-        fail(f"invalid flow {target}", exc, EXIT_INVALID, debug=debug)
+    except FlowValidationError as exc:  # raised by an operator while the flow file runs: say where
+        fail(f"invalid flow {user_code_line(exc) or target}", exc, EXIT_INVALID, debug=debug)
     except FlowLoadError as exc:
         fail("cannot load flow", exc, EXIT_LOAD_FAILED, debug=debug)
     try:
