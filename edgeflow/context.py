@@ -11,6 +11,7 @@ share counters or per-run state.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +22,10 @@ __all__ = ["RunContext"]
 
 @dataclass
 class RunContext:
-    """One run of a flow: its name, its counters and where dead letters go."""
+    """One run of a flow: its name, its counters, where dead letters go, and whether it was asked to stop."""
 
     flow_name: str
     stats: FlowStats = field(default_factory=FlowStats)
     dead_letter_path: Path | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set to stop taking input: sources end, the flow finishes what it holds and flushes its sinks."""

@@ -64,6 +64,8 @@ class FlowStats:
     bytes_out: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     """Operator-specific counters by name, e.g. ``mqtt.dropped``."""
+    problems: list[str] = field(default_factory=list)
+    """Reasons the run cannot be trusted, recorded by steps (see :meth:`problem`); the CLI exits non-zero."""
     started: float = field(default_factory=time.monotonic)
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -73,6 +75,12 @@ class FlowStats:
         with self._lock:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
+
+    def problem(self, text: str) -> None:
+        """Record something that makes the run's result untrustworthy (e.g. a broker refused the login); kept once."""
+        with self._lock:
+            if text not in self.problems:
+                self.problems.append(text)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add *n* to the operator-specific counter *name* (thread-safe)."""

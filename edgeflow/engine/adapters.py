@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -16,15 +17,25 @@ from edgeflow.graph import KeyedLogic
 __all__ = ["EngineKeyed", "EngineSink", "EngineSource"]
 
 
+_STOP_CHECK = timedelta(seconds=0.2)
+"""A source that sleeps is still polled this often, so a stop request is seen within it."""
+
+
 class _SourcePart(StatefulSourcePartition[tuple[str, Any], Any]):
-    def __init__(self, part: SourcePartition) -> None:
+    def __init__(self, part: SourcePartition, stop: threading.Event) -> None:
         self._part = part
+        self._stop = stop
 
     def next_batch(self) -> list[tuple[str, Any]]:
+        if self._stop.is_set():
+            raise StopIteration
         return [(item.sensor, item) for item in self._part.next_batch()]
 
     def next_awake(self) -> datetime | None:
-        return self._part.next_awake()
+        awake = self._part.next_awake()
+        if awake is None:
+            return None
+        return min(awake, datetime.now(timezone.utc) + _STOP_CHECK)
 
     def snapshot(self) -> Any:
         return self._part.snapshot()
@@ -34,16 +45,20 @@ class _SourcePart(StatefulSourcePartition[tuple[str, Any], Any]):
 
 
 class EngineSource(FixedPartitionedSource[tuple[str, Any], Any]):
-    """A bytewax source reading an edgeflow :class:`~edgeflow.connectors.Source`, keyed by ``item.sensor``."""
+    """A bytewax source reading an edgeflow :class:`~edgeflow.connectors.Source`, keyed by ``item.sensor``.
 
-    def __init__(self, source: Source) -> None:
+    Once *stop* is set every partition ends, as if its input had run out.
+    """
+
+    def __init__(self, source: Source, stop: threading.Event) -> None:
         self._source = source
+        self._stop = stop
 
     def list_parts(self) -> list[str]:
         return self._source.partitions()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _SourcePart:
-        return _SourcePart(self._source.open(for_part, resume_state))
+        return _SourcePart(self._source.open(for_part, resume_state), self._stop)
 
 
 class _SinkPart(StatelessSinkPartition[tuple[str, Any]]):

@@ -82,7 +82,7 @@ def _lower_stage(
     sid = _engine_id(stage.stage_id)
     first = stage.steps[0]
     if stage.kind == "source":
-        return op.input(sid, df, EngineSource(compiled.build(first, run)))
+        return op.input(sid, df, EngineSource(compiled.build(first, run), run.stop))
     ups = [streams[src] for src in stage.inputs]
     up = ups[0] if len(ups) == 1 else op.merge(f"{sid}_merge", *ups)
     if stage.kind == "map":
