@@ -133,12 +133,19 @@ class Window:
 
 @dataclass(slots=True)
 class Scored:
-    """A window with an anomaly score, the verdict and who produced it."""
+    """A window with an anomaly score, the verdict and who produced it.
+
+    >>> w = Window("s", 0.0, 1.0, np.zeros((1, 2), np.float32), 1.0, 2, 20, 0)
+    >>> Scored(w, 7.2, True, "robust", raised_by={"std": 7.2}).raised_by
+    {'std': 7.2}
+    """
 
     window: Window
     score: float
     anomaly: bool
     model: str
+    raised_by: dict[str, float] | None = None
+    """On a flagged window, the features that raised the flag and their (signed) z-values."""
 
     @property
     def sensor(self) -> str:

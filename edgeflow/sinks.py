@@ -32,6 +32,8 @@ def to_json(item: Any) -> dict[str, Any]:
     if isinstance(item, Scored):
         out = _window_json(item.window)
         out.update(score=round(item.score, 4), anomaly=item.anomaly, model=item.model)
+        if item.raised_by:
+            out["raised_by"] = {name: round(z, 2) for name, z in item.raised_by.items()}
         return out
     if isinstance(item, Window):
         return _window_json(item)

@@ -58,8 +58,10 @@ def test_constant_window_has_defined_moments() -> None:
     assert fx(x).tolist() == [0.0, 0.0, -3.0]
 
 
-@given(x=st.integers(16, 512).flatmap(lambda n: arrays(np.float32, (1, n), elements=finite)),
-       window=st.sampled_from(["hann", "hamming", "boxcar", "blackman"]))
+@given(
+    x=st.integers(16, 512).flatmap(lambda n: arrays(np.float32, (1, n), elements=finite)),
+    window=st.sampled_from(["hann", "hamming", "boxcar", "blackman"]),
+)
 @settings(max_examples=60, deadline=None)
 def test_fft_bands_match_scipy_periodogram(x: np.ndarray, window: str) -> None:
     bands = ((0, 40), (40, 130), (130, 250))
@@ -131,3 +133,34 @@ def test_many_windows_at_once_equal_one_at_a_time() -> None:
     fx = FeatureExtractor(names, channels=("x", "y"), size=128, rate_hz=RATE)
     data = np.random.default_rng(5).normal(size=(6, 2, 128)).astype(np.float32)
     np.testing.assert_allclose(fx.many(data), np.stack([fx(d) for d in data]), rtol=1e-6, atol=1e-6)
+
+
+@given(x=windows, rate=st.sampled_from([RATE, 1.0, 1 / 300]))
+@settings(max_examples=60, deadline=None)
+def test_slope_matches_scipy_linregress(x: np.ndarray, rate: float) -> None:
+    v = x[0].astype(np.float64)
+    t = np.arange(v.size) / rate
+    fx = FeatureExtractor(("slope",), channels=("a",), size=v.size, rate_hz=rate)
+    ref = stats.linregress(t, v).slope
+    scale = (np.abs(v).max() + 1) * rate / v.size  # the slope's size where float32 rounding matters
+    assert float(fx(x)[0]) == pytest.approx(ref, rel=1e-4, abs=1e-5 * scale)
+
+
+@given(x=windows)
+@settings(max_examples=60, deadline=None)
+def test_mean_shift_is_the_difference_of_the_halves_means(x: np.ndarray) -> None:
+    v = x[0].astype(np.float64)
+    half = v.size // 2
+    assert _one("mean_shift", x) == pytest.approx(v[-half:].mean() - v[:half].mean(), rel=1e-5, abs=1e-4)
+
+
+def test_trend_and_level_shift_features_on_known_signals() -> None:
+    rate = 1 / 300  # one sample every 5 minutes
+    t = np.arange(24) / rate
+    fx = FeatureExtractor(("slope", "mean_shift"), channels=("a",), size=24, rate_hz=rate)
+    ramp = (2.0 + 1e-3 * t)[None, :].astype(np.float32)  # 1e-3 per second
+    step = np.where(np.arange(24) < 12, 10.0, 13.0)[None, :].astype(np.float32)
+    assert fx(ramp).tolist() == pytest.approx([1e-3, 1e-3 * 12 / rate], rel=1e-5)
+    assert fx(step)[1] == pytest.approx(3.0)
+    many = fx.many(np.stack([ramp, step]))
+    np.testing.assert_allclose(many, np.stack([fx(ramp), fx(step)]), rtol=1e-6)

@@ -6,6 +6,12 @@ then score a window by its largest absolute z-score over the features:
 * :func:`zscore_detector` freezes the baseline after warmup;
 * :func:`ewma_detector` keeps adapting it (exponentially weighted, ``alpha``)
   with windows that are not anomalous, so slow drift is not flagged.
+
+Like every detector (see :mod:`edgeflow.operators.flagging`), both take
+``features=[...]`` (the features that drive the score; default all),
+``persistence=(k, n)`` and explain each flag in ``Scored.raised_by``; windows
+with non-finite features are dead letters and never enter the baseline. For
+data with seasons or level changes, see :mod:`edgeflow.operators.baselines`.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
+from edgeflow.operators.flagging import KOfN, check_persistence, feature_index, non_finite_letter, raised_by
 from edgeflow.records import Scored, Window
 
 __all__ = ["DetectorConfig", "ZScoreState", "ewma_detector", "zscore_detector"]
@@ -34,6 +41,15 @@ class DetectorConfig(BaseModel):
     """EWMA weight of a new normal window after warmup; 0 freezes the baseline."""
     min_std: PositiveFloat = 1e-3
     """Floor on each feature's standard deviation, relative to its mean's magnitude (plus 1e-9)."""
+    features: tuple[str, ...] | None = Field(default=None, min_length=1)
+    """The features that drive the score; ``None``: all of the input's."""
+    persistence: tuple[int, int] = (1, 1)
+    """``(k, n)``: flag a window when *k* of the sensor's last *n* windows crossed the threshold."""
+
+    @field_validator("persistence")
+    @classmethod
+    def _k_of_n(cls, value: tuple[int, int]) -> tuple[int, int]:
+        return check_persistence(value)
 
 
 class ZScoreState:
@@ -47,18 +63,35 @@ class ZScoreState:
     True
     """
 
-    def __init__(self, cfg: DetectorConfig, model: str, stats: FlowStats, resume: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DetectorConfig,
+        model: str,
+        stats: FlowStats,
+        resume: dict[str, Any] | None = None,
+        *,
+        step_id: str = "detect",
+        names: tuple[str, ...] = (),
+        index: tuple[int, ...] | None = None,
+    ) -> None:
         self._cfg = cfg
         self._model = model
         self._stats = stats
+        self._step_id = step_id
+        self._names = names
+        self._index = None if index is None else np.asarray(index)
         self._n = 0
         self._mean: np.ndarray | None = None
         self._m2: np.ndarray | None = None
+        self._flags = KOfN(*cfg.persistence)
+        self.last_z = np.zeros(0)
+        """Signed z-values of the features of the last window scored after warmup."""
         if resume is not None:
             self._n, self._mean, self._m2 = resume["n"], resume["mean"], resume["m2"]
+            self._flags.bits = resume.get("flags", 0)
 
     def score(self, x: np.ndarray) -> tuple[float, bool]:
-        """Score one feature vector and learn from it when it is normal."""
+        """Score one feature vector (the selected features) and learn from it when it is normal."""
         x = x.astype(np.float64)
         if self._mean is None or self._m2 is None:
             self._mean, self._m2, self._n = x.copy(), np.zeros_like(x), 1
@@ -73,9 +106,11 @@ class ZScoreState:
         # until the first normal window after warmup, _m2 still holds Welford's sum of squares
         var = self._m2 / (self._n - 1) if cfg.alpha == 0 or self._n == cfg.warmup else self._m2
         std = np.maximum(np.sqrt(var), cfg.min_std * np.abs(self._mean) + 1e-9)
-        z = float(np.max(np.abs(x - self._mean) / std))
-        anomaly = z > cfg.threshold
-        if cfg.alpha > 0 and not anomaly:
+        self.last_z = (x - self._mean) / std
+        z = float(np.max(np.abs(self.last_z)))
+        crossed = z > cfg.threshold
+        anomaly = self._flags.push(crossed)
+        if cfg.alpha > 0 and not (crossed or anomaly):
             if self._n == cfg.warmup:  # switch from Welford sums to an EWMA variance
                 self._m2 = self._m2 / (self._n - 1)
                 self._n += 1
@@ -85,17 +120,29 @@ class ZScoreState:
         return z, anomaly
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
-        """Score each window of one sensor."""
-        out = []
+        """Score each window of one sensor; a window with non-finite features is a dead letter."""
+        out: list[Any] = []
         anomalies = 0
         for w in windows:
             assert w.features is not None
-            z, anomaly = self.score(w.features)
+            features = w.features.astype(np.float64)
+            letter = non_finite_letter(self._step_id, w, self._names, features)
+            if letter is not None:
+                out.append(letter)
+                continue
+            z, anomaly = self.score(features if self._index is None else features[self._index])
             anomalies += anomaly
-            out.append(Scored(w, z, anomaly, self._model))
+            explained = raised_by(self._selected_names, self.last_z, self._cfg.threshold) if anomaly else None
+            out.append(Scored(w, z, anomaly, self._model, explained))
         if anomalies:
             self._stats.add(anomalies=anomalies)
         return out
+
+    @property
+    def _selected_names(self) -> tuple[str, ...]:
+        if self._index is None:
+            return self._names or tuple(f"f{i}" for i in range(self.last_z.size))
+        return tuple(self._names[i] for i in self._index)
 
     def on_eof(self) -> list[Any]:
         """Nothing is held back."""
@@ -114,27 +161,35 @@ class ZScoreState:
             "n": self._n,
             "mean": None if self._mean is None else self._mean.copy(),
             "m2": None if self._m2 is None else self._m2.copy(),
+            "flags": self._flags.bits,
         }
 
 
 def _detector(step_id: str, up: Stream, operator: str, cfg: DetectorConfig) -> Stream:
     def schema(inputs: tuple[Schema, ...]) -> Schema:
         (feats,) = inputs
-        if feats.kind != "windows" or not feats.features:
-            raise FlowValidationError(
-                step_id, "up", feats.kind, "the detector needs feature vectors", hint="put eo.features before it"
-            )
+        feature_index(step_id, feats, cfg.features)
         return feats.but(kind="scored")
 
     def build(ctx: StepContext) -> Any:
-        stats = ctx.run.stats
-        return lambda resume: ZScoreState(cfg, operator, stats, resume)
+        stats, names = ctx.run.stats, ctx.input.features
+        index = None if cfg.features is None else feature_index(step_id, ctx.input, cfg.features)
+        return lambda resume: ZScoreState(cfg, operator, stats, resume, step_id=step_id, names=names, index=index)
 
-    return up.flow.add_step(Step(step_id, operator, "keyed", (up.step_id,), cfg, schema=schema, build=build))
+    return up.flow.add_step(
+        Step(step_id, operator, "keyed", (up.step_id,), cfg, schema=schema, build=build, can_fail=True)
+    )
 
 
 def zscore_detector(
-    step_id: str, up: Stream, *, threshold: float = 4.0, warmup: int = 50, min_std: float = 1e-3
+    step_id: str,
+    up: Stream,
+    *,
+    threshold: float = 4.0,
+    warmup: int = 50,
+    min_std: float = 1e-3,
+    features: list[str] | tuple[str, ...] | None = None,
+    persistence: tuple[int, int] = (1, 1),
 ) -> Stream:
     """Flag windows whose features stray more than *threshold* standard deviations from the warmup baseline.
 
@@ -144,7 +199,15 @@ def zscore_detector(
     >>> f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms"])
     >>> scores = zscore_detector("detect", f, threshold=5.0)
     """
-    cfg = build_config(step_id, DetectorConfig, threshold=threshold, warmup=warmup, min_std=min_std)
+    cfg = build_config(
+        step_id,
+        DetectorConfig,
+        threshold=threshold,
+        warmup=warmup,
+        min_std=min_std,
+        features=features,
+        persistence=persistence,
+    )
     return _detector(step_id, up, "zscore", cfg)
 
 
@@ -156,9 +219,20 @@ def ewma_detector(
     warmup: int = 50,
     alpha: float = 0.02,
     min_std: float = 1e-3,
+    features: list[str] | tuple[str, ...] | None = None,
+    persistence: tuple[int, int] = (1, 1),
 ) -> Stream:
     """Like :func:`zscore_detector`, but the baseline follows normal windows with weight *alpha*."""
-    cfg = build_config(step_id, DetectorConfig, threshold=threshold, warmup=warmup, alpha=alpha, min_std=min_std)
+    cfg = build_config(
+        step_id,
+        DetectorConfig,
+        threshold=threshold,
+        warmup=warmup,
+        alpha=alpha,
+        min_std=min_std,
+        features=features,
+        persistence=persistence,
+    )
     if cfg.alpha == 0:
         raise FlowValidationError(step_id, "alpha", alpha, "must be > 0 for an EWMA", hint="or use zscore_detector")
     return _detector(step_id, up, "ewma", cfg)

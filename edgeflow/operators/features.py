@@ -4,6 +4,10 @@ Feature names (a list of strings, validated before data flows):
 
 * ``mean``, ``std``, ``min``, ``max``, ``rms``, ``ptp``, ``skew``, ``kurtosis``
   (population moments; kurtosis is Fisher's, 0 for a normal distribution);
+* ``slope``: the least-squares trend of the window in units per second (as
+  ``scipy.stats.linregress`` on the grid times); ``mean_shift``: the mean of the
+  window's second half minus the mean of its first half (a level shift; the
+  middle point of an odd window is in neither half);
 * ``pNN`` or ``pNN.N``: a percentile, e.g. ``p95``;
 * ``fft_bands(LO-HI,...)``: the RMS amplitude of the signal in each band of Hz,
   from a one-sided periodogram of the mean-removed, windowed signal (the same
@@ -31,7 +35,7 @@ from edgeflow.records import Window
 
 __all__ = ["FeatureExtractor", "FeaturesConfig", "features", "parse_features", "taper"]
 
-_SIMPLE = ("mean", "std", "min", "max", "rms", "ptp", "skew", "kurtosis")
+_SIMPLE = ("mean", "std", "min", "max", "rms", "ptp", "skew", "kurtosis", "slope", "mean_shift")
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
 _BANDS = re.compile(r"^fft_bands\((.+)\)$")
 
@@ -152,19 +156,27 @@ class FeatureExtractor:
             if size % 2 == 0:
                 scale[-1] /= 2
             self._psd_scale = scale * (rate_hz / size)
+        t = np.arange(size) / rate_hz
+        # least-squares slope = x @ weights: the weights sum to 0, so the window's mean drops out
+        self._slope_weights = (t - t.mean()) / float(np.sum((t - t.mean()) ** 2))
         self.normalization = normalize
         self._steps = self._plan()
 
     def _plan(self) -> list[Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]]:
         steps: list[Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = []
         for p in self._parsed:
-            if isinstance(p, str):
+            if p == "slope":
+                steps.append(self._slope)
+            elif isinstance(p, str):
                 steps.append(_STATS[p])
             elif isinstance(p, float):
                 steps.append(partial(self._percentile, self._percentiles.index(p)))
             else:
                 steps.append(partial(self._band, [b for b in self._parsed if isinstance(b, _Band)].index(p)))
         return steps
+
+    def _slope(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+        return x @ self._slope_weights
 
     def _percentile(self, idx: int, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         return self._percentile_block(cache, x)[idx]
@@ -240,6 +252,11 @@ def _percentiles(x_sorted: np.ndarray, qs: list[float]) -> np.ndarray:
     return (below + (above - below) * frac).T
 
 
+def _mean_shift(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    half = x.shape[1] // 2
+    return (x[:, x.shape[1] - half :].sum(axis=1) - x[:, :half].sum(axis=1)) / half
+
+
 def _skew(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     m2 = _central(cache, x)
     return np.divide(cache["m3"], m2**1.5, out=np.zeros_like(m2), where=m2 > 0)
@@ -259,6 +276,7 @@ _STATS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
     "ptp": lambda cache, x: _sorted(cache, x)[:, -1] - _sorted(cache, x)[:, 0],
     "skew": _skew,
     "kurtosis": _kurtosis,
+    "mean_shift": _mean_shift,
 }
 
 

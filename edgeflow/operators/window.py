@@ -9,12 +9,21 @@ it) and is counted; a sample not newer than the previous one of its sensor is
 a dead letter. Work per sample is O(1) amortized and memory per sensor is
 ``channels x size`` float32; at most ``max_sensors`` sensors are admitted per
 process and run (each process of a cluster counts the sensors routed to it).
+
+Slow sensors (minutes to hours between samples) need no hand-tuning beyond
+``rate_hz``: ``max_gap_s`` defaults to five sample periods (at least 0.1 s).
+From each sensor's first 64 samples the step checks that the settings fit the
+data: a median interval longer than ``max_gap_s`` (no window could ever fill)
+or resampling that repeats each sample more than 4 times (``rate_hz`` far above
+the sensor's rate) raises a :class:`SamplingWarning` once per sensor and is
+counted (``window.sparse_sensors``, ``window.upsampled_sensors``).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,9 +32,29 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_va
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
-from edgeflow.records import DeadLetter, Sample, SampleBlock, Window
+from edgeflow.records import DeadLetter, Sample, SampleBlock, Window, to_iso
 
-__all__ = ["SensorAdmission", "SensorWindows", "WindowConfig", "window"]
+__all__ = ["SamplingWarning", "SensorAdmission", "SensorWindows", "WindowConfig", "default_max_gap_s", "window"]
+
+GAP_PERIODS = 5
+"""The default ``max_gap_s`` in sample periods (and never below the former default, 0.1 s)."""
+PROBE_SAMPLES = 64
+"""Samples per sensor from which the sampling interval is checked against the settings."""
+MAX_UPSAMPLING = 4.0
+"""Grid points per raw sample above which resampling is reported as upsampling."""
+
+
+class SamplingWarning(UserWarning):
+    """The data's sampling does not fit a window step's settings (reported once per sensor, and counted)."""
+
+
+def default_max_gap_s(rate_hz: float) -> float:
+    """Return the default ``max_gap_s`` for *rate_hz*: five sample periods, at least 0.1 s.
+
+    >>> default_max_gap_s(500), default_max_gap_s(1 / 300)
+    (0.1, 1500.0)
+    """
+    return max(0.1, GAP_PERIODS / rate_hz)
 
 
 class WindowConfig(BaseModel):
@@ -43,7 +72,17 @@ class WindowConfig(BaseModel):
     duration_s: PositiveFloat | None = None
     hop_s: PositiveFloat | None = None
     max_gap_s: PositiveFloat = 0.1
+    """Silence that resets a sensor's window; not given (or ``None``): :func:`default_max_gap_s` of ``rate_hz``."""
     max_sensors: PositiveInt = 1024
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_gap(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("max_gap_s") is None:
+            rate = data.get("rate_hz")
+            gap = default_max_gap_s(float(rate)) if isinstance(rate, int | float) and rate > 0 else None
+            data = {k: v for k, v in data.items() if k != "max_gap_s"} | ({"max_gap_s": gap} if gap else {})
+        return data
 
     @model_validator(mode="after")
     def _one_kind_of_window(self) -> WindowConfig:
@@ -138,6 +177,8 @@ class SensorWindows:
         self._attributed = 0
         self._sensor: str | None = None
         self._rejected = False
+        self._probe: np.ndarray | None = np.zeros(0)
+        """The sensor's first raw timestamps, until the sampling check has run (then ``None``)."""
         if resume is not None:
             self._restore(resume)
 
@@ -161,13 +202,15 @@ class SensorWindows:
         late = t <= seen
         if late.any():
             for i in np.flatnonzero(late):
-                reason = f"late sample: ts {t[i]!r} is not after the sensor's newest {seen[i]!r}"
+                reason = f"late sample: ts {to_iso(t[i])} is not after the sensor's newest {to_iso(seen[i])}"
                 out.append(DeadLetter(self._step_id, reason, self._describe(block, int(i)), block.sensor))
             self._stats.add(late=int(late.sum()))
             block = block.take(~late)
             t = block.ts
             if not len(block):
                 return out
+        if self._probe is not None:
+            self._check_sampling(t)
         v = block.values.T
         # raw samples and bytes are attributed to the first window ending at or after them,
         # so summaries do not depend on how the input was batched
@@ -188,6 +231,31 @@ class SensorWindows:
         self._raw_bytes += int(self._batch_bytes[-1] - self._batch_bytes[self._attributed])
         self._stats.add(windows=sum(type(item) is Window for item in out))
         return out
+
+    def _check_sampling(self, t: np.ndarray, *, final: bool = False) -> None:
+        """Once per sensor, from its first samples: warn if the data's sampling does not fit the settings."""
+        assert self._probe is not None
+        self._probe = np.concatenate((self._probe, t[: PROBE_SAMPLES - self._probe.size]))
+        if self._probe.size < (2 if final else PROBE_SAMPLES):
+            return
+        interval = float(np.median(np.diff(self._probe)))
+        self._probe = None
+        cfg, where = self._cfg, f"step {self._step_id!r}: sensor {self._sensor!r}"
+        if interval > cfg.max_gap_s:
+            self._stats.count("window.sparse_sensors")
+            msg = (
+                f"{where} sends a sample every {interval:g} s (median) but max_gap_s is {cfg.max_gap_s:g} s: "
+                f"every sample starts a new window and no window fills. Hint: set rate_hz near {1 / interval:.4g} "
+                "(max_gap_s follows it) or max_gap_s above the sampling interval"
+            )
+            warnings.warn(msg, SamplingWarning, stacklevel=2)
+        elif interval * cfg.rate_hz > MAX_UPSAMPLING:
+            self._stats.count("window.upsampled_sensors")
+            msg = (
+                f"{where} sends a sample every {interval:g} s (median); resampling onto {cfg.rate_hz:g} Hz makes "
+                f"{interval * cfg.rate_hz:.3g} grid points of each. Hint: set rate_hz near {1 / interval:.4g}"
+            )
+            warnings.warn(msg, SamplingWarning, stacklevel=2)
 
     @staticmethod
     def _describe(block: SampleBlock, i: int) -> str:
@@ -254,6 +322,8 @@ class SensorWindows:
 
     def on_eof(self) -> list[Any]:
         """Incomplete windows are not emitted; their samples are counted as ``window.tail_samples``."""
+        if self._probe is not None and self._probe.size:
+            self._check_sampling(np.zeros(0), final=True)
         if self._n_raw:
             self._stats.count("window.tail_samples", self._n_raw)
         return []
@@ -271,6 +341,7 @@ class SensorWindows:
         "_raw_bytes",
         "_sensor",
         "_rejected",
+        "_probe",
     )
 
     def snapshot(self) -> dict[str, Any]:
@@ -302,10 +373,13 @@ def window(
     hop: int | None = None,
     duration_s: float | None = None,
     hop_s: float | None = None,
-    max_gap_s: float = 0.1,
+    max_gap_s: float | None = None,
     max_sensors: int = 1024,
 ) -> Stream:
     """Cut each sensor's samples into evenly resampled, overlapping windows.
+
+    *max_gap_s* defaults to five sample periods of *rate_hz* (at least 0.1 s), so a sensor sampled
+    every 5 minutes needs only ``rate_hz=1/300``.
 
     >>> from edgeflow import Flow
     >>> import edgeflow.operators as eo
