@@ -7,7 +7,7 @@ import pytest
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.metrics import FlowStats
-from edgeflow.operators.window import SensorAdmission, SensorWindows, WindowConfig
+from edgeflow.operators.window import SamplingWarning, SensorAdmission, SensorWindows, WindowConfig
 from edgeflow.records import DeadLetter, Sample, Window
 
 
@@ -125,3 +125,65 @@ def test_window_latency_starts_at_the_sample_that_completed_it() -> None:
     wins = _windows(_state(WindowConfig(rate_hz=10, size=4, hop=4, max_gap_s=1.0)).on_batch([block]))
     assert [w.end for w in wins] == pytest.approx([0.3, 0.7, 1.1])
     assert [w.t_in for w in wins] == [1_003, 1_007, 1_011]  # not the batch's newest (1_011) for all
+
+
+def test_default_max_gap_follows_the_rate_and_keeps_the_former_default_at_high_rates() -> None:
+    assert WindowConfig(rate_hz=500, size=256).max_gap_s == 0.1  # the shipped 500 Hz flows are unchanged
+    assert WindowConfig(rate_hz=1 / 300, size=12).max_gap_s == pytest.approx(1500.0)  # five 5-minute periods
+    assert WindowConfig(rate_hz=1 / 300, size=12, max_gap_s=None).max_gap_s == pytest.approx(1500.0)
+    assert WindowConfig(rate_hz=1 / 300, size=12, max_gap_s=4000).max_gap_s == 4000
+
+
+def _every(seconds: float, n: int, jitter: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return 1.7e9 + np.arange(n) * seconds + rng.uniform(-jitter, jitter, n)
+
+
+def test_a_five_minute_sensor_needs_only_its_rate(recwarn: pytest.WarningsRecorder) -> None:
+    stats = FlowStats()
+    t = _every(300.0, 500, jitter=20.0)
+    wins = _windows(_state(WindowConfig(rate_hz=1 / 300, size=12, hop=3), stats=stats).on_batch(_samples(t, t * 0)))
+    assert len(wins) == (500 - 12) // 3 + 1 and stats.gaps == 0
+    assert not [w for w in recwarn if issubclass(w.category, SamplingWarning)] and not stats.counts
+
+
+def test_an_hourly_sensor_under_five_minute_settings_is_reported_not_silently_empty() -> None:
+    stats = FlowStats()
+    t = _every(3600.0, 200)
+    state = _state(WindowConfig(rate_hz=1 / 300, size=12, hop=3), stats=stats)
+    with pytest.warns(SamplingWarning, match=r"sensor 's' sends a sample every 3600 s .* no window fills"):
+        out = state.on_batch(_samples(t, np.zeros(200)))
+    assert _windows(out) == [] and stats.gaps == 199
+    assert stats.counts == {"window.sparse_sensors": 1}
+    assert "step 'win': sensor 's' sends a sample every 3600 s" in stats.problems[0]
+
+
+def test_heavy_upsampling_is_reported_once_per_sensor() -> None:
+    stats = FlowStats()
+    t = _every(3600.0, 100)
+    state = _state(WindowConfig(rate_hz=1 / 300, size=12, hop=12, max_gap_s=7200), stats=stats)
+    with pytest.warns(
+        SamplingWarning, match=r"onto a point every 300 s makes 12 grid points of each. Hint: set rate_hz near 1/3600"
+    ):
+        for i in range(0, 100, 10):  # batching does not repeat the warning
+            state.on_batch(_samples(t[i : i + 10], np.zeros(10)))
+    assert stats.counts == {"window.upsampled_sensors": 1} and stats.problems == []
+
+
+def test_a_sensor_with_few_samples_is_checked_at_the_end_of_input() -> None:
+    stats = FlowStats()
+    state = _state(WindowConfig(rate_hz=1 / 300, size=12, hop=3), stats=stats)
+    state.on_batch(_samples(_every(3600.0, 5), np.zeros(5)))
+    resumed = SensorWindows("win", state._cfg, 1, SensorAdmission(10), stats, resume=state.snapshot())
+    with pytest.warns(SamplingWarning):
+        resumed.on_eof()
+    assert stats.counts["window.sparse_sensors"] == 1
+
+
+def test_late_sample_reasons_give_iso_times_not_numpy_reprs() -> None:
+    state = _state(WindowConfig(rate_hz=1 / 300, size=4, hop=4))
+    out = state.on_batch(_samples(np.array([1389063300.0, 1389060000.0]), np.zeros(2)))
+    (dead,) = [d for d in out if isinstance(d, DeadLetter)]
+    assert dead.reason == (
+        "late sample: ts 2014-01-07T02:00:00+00:00 is not after the sensor's newest 2014-01-07T02:55:00+00:00"
+    )

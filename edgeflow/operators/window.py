@@ -16,7 +16,8 @@ From each sensor's first 64 samples the step checks that the settings fit the
 data: a median interval longer than ``max_gap_s`` (no window could ever fill)
 or resampling that repeats each sample more than 4 times (``rate_hz`` far above
 the sensor's rate) raises a :class:`SamplingWarning` once per sensor and is
-counted (``window.sparse_sensors``, ``window.upsampled_sensors``).
+counted (``window.sparse_sensors``, ``window.upsampled_sensors``); the first
+also makes the run's report name the problem.
 """
 
 from __future__ import annotations
@@ -245,15 +246,17 @@ class SensorWindows:
             self._stats.count("window.sparse_sensors")
             msg = (
                 f"{where} sends a sample every {interval:g} s (median) but max_gap_s is {cfg.max_gap_s:g} s: "
-                f"every sample starts a new window and no window fills. Hint: set rate_hz near {1 / interval:.4g} "
+                f"every sample starts a new window and no window fills. Hint: set rate_hz near 1/{interval:g} "
                 "(max_gap_s follows it) or max_gap_s above the sampling interval"
             )
+            self._stats.problem(msg)
             warnings.warn(msg, SamplingWarning, stacklevel=2)
         elif interval * cfg.rate_hz > MAX_UPSAMPLING:
             self._stats.count("window.upsampled_sensors")
             msg = (
-                f"{where} sends a sample every {interval:g} s (median); resampling onto {cfg.rate_hz:g} Hz makes "
-                f"{interval * cfg.rate_hz:.3g} grid points of each. Hint: set rate_hz near {1 / interval:.4g}"
+                f"{where} sends a sample every {interval:g} s (median); resampling onto a point every "
+                f"{1 / cfg.rate_hz:g} s makes {interval * cfg.rate_hz:.3g} grid points of each. "
+                f"Hint: set rate_hz near 1/{interval:g}"
             )
             warnings.warn(msg, SamplingWarning, stacklevel=2)
 
