@@ -14,6 +14,10 @@ no natural end; it stops when any of its stop conditions holds:
 
 Without any of them the flow runs until it is stopped.
 
+QoS 1 is at least once: a message the broker delivers again (DUP flag, e.g.
+after it restarted with a persistent session) adds only its samples newer than
+the sensor's newest; the rest are counted in ``mqtt.duplicates``.
+
 The partition's snapshot (:class:`MqttSourceState`) holds the samples emitted
 so far (``max_samples`` counts across a resume), each sensor's newest
 timestamp (after a resume, samples at or before it, such as QoS 1 messages the
@@ -41,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 from edgeflow.errors import EdgeflowError
 from edgeflow.metrics import FlowStats
 from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
-from edgeflow.mqtt.codecs import CodecName, PayloadError, make_codec
+from edgeflow.mqtt.codecs import CodecName, PayloadError, SampleTuple, make_codec
 from edgeflow.mqtt.handoff import HandOff, OverloadPolicy
 from edgeflow.mqtt.topics import TopicTemplate, check_filter, check_topic
 from edgeflow.records import DeadLetter, SampleBlock
@@ -152,6 +156,8 @@ class _Message(NamedTuple):
     payload: bytes
     props: dict[str, str] | None
     t_in: int
+    dup: bool
+    """The broker delivers it again (MQTT DUP flag), e.g. after it restarted with the session."""
 
 
 def _user_props(message: Any) -> dict[str, str] | None:
@@ -231,7 +237,7 @@ class MqttSourcePartition:
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         props = _user_props(message) if self._needs_fields else None
-        self._queue.put(_Message(message.topic, message.payload, props, time.perf_counter_ns()))
+        self._queue.put(_Message(message.topic, message.payload, props, time.perf_counter_ns(), bool(message.dup)))
 
     # worker --------------------------------------------------------------
     def _dead(self, reason: str, message: _Message) -> DeadLetter:
@@ -262,13 +268,21 @@ class MqttSourcePartition:
         limit = self._cfg.max_samples
         return self._eos or (limit is not None and self._emitted >= limit)
 
-    def _fresh(self, key: str, samples: list[tuple[float, tuple[float, ...]]]) -> list[tuple[float, tuple[float, ...]]]:
-        """Drop samples a resumed partition already handed on before its snapshot (QoS 1 delivers again)."""
-        mark = self._seen[key]
+    def _fresh(self, key: str, samples: list[SampleTuple], pending: dict[str, Any]) -> list[SampleTuple]:
+        """Drop samples already handed on (counted in ``mqtt.duplicates``).
+
+        Those at or before a resumed snapshot's mark, or, in a message the broker delivers again (DUP),
+        those at or before the sensor's newest sample (this batch's, *pending*, included).
+        """
+        mark = self._seen.get(key)
+        if mark is None:
+            mark = max(
+                self._newest.get(key, -np.inf), max(pending[key][0], default=-np.inf) if key in pending else -np.inf
+            )
         fresh = [sample for sample in samples if sample[0] > mark]
         if len(fresh) < len(samples):
             self._stats.count("mqtt.duplicates", len(samples) - len(fresh))
-        if fresh:  # past the snapshot: later samples are new (out of order ones are the window step's business)
+        if fresh and key in self._seen:  # past the snapshot: later samples are new (out of order: the window step's)
             del self._seen[key]
         return fresh
 
@@ -310,8 +324,8 @@ class MqttSourcePartition:
             except PayloadError as exc:
                 out.append(self._dead(str(exc), message))
                 continue
-            if self._seen and key in self._seen:
-                samples = self._fresh(key, samples)
+            if message.dup or (self._seen and key in self._seen):
+                samples = self._fresh(key, samples, groups)
                 if not samples:
                     continue
             if limit is not None and len(samples) > limit - self._emitted - n:
