@@ -27,5 +27,8 @@ class RunContext:
     flow_name: str
     stats: FlowStats = field(default_factory=FlowStats)
     dead_letter_path: Path | None = None
+    recovery_dir: Path | None = None
+    """Snapshot store folder (see :attr:`edgeflow.graph.Flow.recovery_dir`)."""
+    snapshot_every_s: float = 1.0
     stop: threading.Event = field(default_factory=threading.Event)
     """Set to stop taking input: sources end, the flow finishes what it holds and flushes its sinks."""

@@ -165,6 +165,11 @@ class Flow:
     name: str
     dead_letter_path: str | None = None
     """JSONL file for dead letters; ``None`` prints them to stderr."""
+    recovery_dir: str | None = None
+    """Folder of the snapshot store: with it, a restarted flow resumes its sources and every step's state from
+    the last snapshot instead of starting over (``None``: no snapshots)."""
+    snapshot_every_s: float = 1.0
+    """Seconds between snapshots when ``recovery_dir`` is set: at most this much output is repeated after a crash."""
     steps: list[Step] = field(default_factory=list)
 
     def __repr__(self) -> str:

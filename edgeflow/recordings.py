@@ -172,8 +172,9 @@ class RecordingReader:
             self._i_ts = names.index(time_column)
             self._i_sensor = -1 if sensor is not None else names.index(sensor_column)
             self._i_vals = [names.index(v) for v in values]
-        while self.line < start_line and not self._ended:
-            self._read_lines(start_line - self.line)
+        while self.line < start_line and not self._ended:  # resuming: these lines were handed on before
+            skipped, _dead = self._read_lines(start_line - self.line)
+            self.line += len(skipped)
 
     def _read_lines(self, n: int) -> tuple[list[bytes], list[DeadLetter]]:
         """Read up to *n* lines; over-long lines and a damaged end of file become dead letters."""

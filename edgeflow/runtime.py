@@ -98,6 +98,7 @@ def run(
     progress: Callable[[FlowStats], None] | None = None,
     progress_every_s: float = 1.0,
     handle_signals: bool = True,
+    recovery_dir: str | Path | None = None,
 ) -> RunReport:
     """Run a compiled flow until its sources end; return a :class:`RunReport`.
 
@@ -107,10 +108,18 @@ def run(
     With *handle_signals* (and when called from the main thread), SIGTERM or Ctrl-C stops the run
     cleanly: sources stop taking input, the flow finishes what it holds and flushes its sinks, and
     ``run`` returns its report (``stopped_by`` says which signal). A second Ctrl-C exits at once (130).
+    *recovery_dir* overrides the flow's own: with one, the run snapshots its sources and state every
+    ``snapshot_every_s`` and a restart after a crash resumes from the last snapshot.
     """
     compiled = flow if isinstance(flow, CompiledFlow) else compile_flow(flow)
     dead_letters = compiled.flow.dead_letter_path
-    ctx = RunContext(compiled.name, dead_letter_path=None if dead_letters is None else Path(dead_letters))
+    recovery = recovery_dir if recovery_dir is not None else compiled.flow.recovery_dir
+    ctx = RunContext(
+        compiled.name,
+        dead_letter_path=None if dead_letters is None else Path(dead_letters),
+        recovery_dir=None if recovery is None else Path(recovery),
+        snapshot_every_s=compiled.flow.snapshot_every_s,
+    )
     stats = ctx.stats
     done = threading.Event()
     ticker = None

@@ -111,7 +111,7 @@ def test_snapshot_of_a_paced_replay_never_skips_rows_not_yet_sent(tmp_path: Path
     assert 0 < sent < 100  # only what is due: the rest of the first 100 rows waits
     resumed = ReplaySource("samples", cfg, ("value",), FlowStats()).open(str(path), part.snapshot())
     first = next(iter(resumed.next_batch()))
-    assert first.ts[0] <= _row_ts(path, sent)
+    assert first.ts[0] == _row_ts(path, sent)  # exactly the first row not yet sent
     part.close()
     resumed.close()
 

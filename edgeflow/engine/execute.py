@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from edgeflow.connectors import Sink
@@ -28,9 +31,20 @@ def execute(
 ) -> None:
     """Run *compiled* until its sources end (blocking); several *workers* share this process."""
     dataflow = build_dataflow(compiled, run, sinks)
+    recovery = None if run.recovery_dir is None else _recovery_store(run.recovery_dir)
     cli_main(
         dataflow,
         workers_per_process=workers,
         process_id=process_id,
         addresses=list(addresses) if addresses else None,
+        epoch_interval=timedelta(seconds=run.snapshot_every_s) if recovery is not None else None,
+        recovery_config=recovery,
     )
+
+
+def _recovery_store(folder: Path) -> RecoveryConfig:
+    """Return the snapshot store in *folder*, created on first use (one SQLite partition)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not any(folder.glob("part-*.sqlite3")):
+        init_db_dir(folder, 1)
+    return RecoveryConfig(folder)

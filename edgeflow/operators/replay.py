@@ -6,8 +6,8 @@ values (parsing: :mod:`edgeflow.recordings`). Each batch is handed on as one
 arrays, not on one Python object per sample. Played as fast as possible by
 default, or paced at ``speed`` times real time; the output is the same either
 way because every later step runs on event time. Bad rows become dead letters
-with the line number and reason. The snapshot is a line number: a resumed
-replay starts at the first row not yet handed on.
+with the line number and reason. A resumed replay starts exactly at the
+first row not yet handed on.
 """
 
 from __future__ import annotations
@@ -69,13 +69,23 @@ class ReplayConfig(BaseModel):
 
 
 class _ReplayPartition:
-    """Hands out parsed chunks, paced or not; the snapshot is the first line not yet handed on."""
+    """Hands out parsed chunks, paced or not.
+
+    The snapshot is exact: the first line of the chunk being handed out and how many of its rows were
+    handed on. A resumed replay re-reads that chunk, skips those rows and does not repeat its dead letters.
+    """
 
     def __init__(
-        self, step_id: str, cfg: ReplayConfig, values: tuple[str, ...], stats: FlowStats, resume: int | None
+        self,
+        step_id: str,
+        cfg: ReplayConfig,
+        values: tuple[str, ...],
+        stats: FlowStats,
+        resume: tuple[int, int] | None,
     ) -> None:
         self._cfg = cfg
         self._stats = stats
+        start_line, handed = resume if resume is not None else (0, 0)
         self._reader = RecordingReader(
             cfg.path,
             values,
@@ -85,14 +95,19 @@ class _ReplayPartition:
             sensor=cfg.sensor,
             time_format=cfg.time_format,
             batch_size=cfg.batch_size,
-            start_line=resume or 0,
+            start_line=start_line,
         )
         self._chunk: Chunk | None = None
         self._chunk_start = self._reader.line  # lines read before the chunk now being handed out
-        self._eof = False
+        self._handed = 0  # rows of that chunk handed on so far
         self._t0_event: float | None = None
         self._t0_wall = 0.0
         self._next_awake: datetime | None = None
+        if resume is not None and handed:
+            chunk, _dead = self._reader.read()  # its dead letters went out before the snapshot
+            if chunk is not None:
+                self._chunk = chunk.split(handed)[1]
+                self._handed = handed
 
     def next_batch(self) -> list[Any]:
         out: list[Any] = []
@@ -101,11 +116,11 @@ class _ReplayPartition:
             chunk, dead = self._reader.read()
             out.extend(dead)
             if chunk is None:
-                self._eof = True
+                self._chunk = None
                 if out:
                     return out
                 raise StopIteration
-            self._chunk = chunk
+            self._chunk, self._handed = chunk, 0
         chunk = self._chunk
         take = len(chunk)
         if self._cfg.speed is not None and take:
@@ -117,6 +132,7 @@ class _ReplayPartition:
             if take < len(chunk):
                 self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=float(due[take]) - now)
         head, self._chunk = chunk.split(take)
+        self._handed += take
         if len(head):
             out.extend(head.blocks(time.perf_counter_ns()))
             self._stats.add(samples_in=len(head), bytes_in=int(head.nbytes.sum()))
@@ -126,9 +142,10 @@ class _ReplayPartition:
         awake, self._next_awake = self._next_awake, None
         return awake
 
-    def snapshot(self) -> int:
-        # resume at the start of a chunk still being handed out (paced): at least once, never a gap
-        return self._chunk_start if self._chunk is not None and len(self._chunk) else self._reader.line
+    def snapshot(self) -> tuple[int, int]:
+        if self._chunk is not None and len(self._chunk):
+            return (self._chunk_start, self._handed)
+        return (self._reader.line, 0)
 
     def close(self) -> None:
         self._reader.close()
@@ -146,7 +163,7 @@ class ReplaySource:
     def partitions(self) -> list[str]:
         return [str(self.cfg.path)]
 
-    def open(self, partition: str, resume: int | None) -> _ReplayPartition:
+    def open(self, partition: str, resume: tuple[int, int] | None) -> _ReplayPartition:
         return _ReplayPartition(self.step_id, self.cfg, self.values, self.stats, resume)
 
 
