@@ -27,7 +27,8 @@ flow = Flow("crashy", recovery_dir=sys.argv[1] + "/state", snapshot_every_s=0.25
             dead_letter_path=sys.argv[1] + "/dead.jsonl")
 s = eo.replay("samples", flow, sys.argv[2], speed=float(sys.argv[3]))
 f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms", "p95"])
-eo.summarize("summary", eo.zscore_detector("detect", f, threshold=6), every_s=10, sink=eo.jsonl(sys.argv[1] + "/s.jsonl"))
+out = eo.jsonl(sys.argv[1] + "/s.jsonl")
+eo.summarize("summary", eo.zscore_detector("detect", f, threshold=6), every_s=10, sink=out)
 print("samples", run(flow).stats.samples_in, flush=True)
 """
 
