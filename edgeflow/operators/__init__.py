@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from edgeflow.operators.baselines import robust_detector, seasonal_detector
 from edgeflow.operators.custom import filter, map
 from edgeflow.operators.detect import ewma_detector, zscore_detector
 from edgeflow.operators.features import features
@@ -24,8 +25,9 @@ from edgeflow.operators.window import window
 from edgeflow.operators.window_feature import window_feature
 
 if TYPE_CHECKING:
-    from edgeflow.operators.infer import infer
+    from edgeflow.operators.inference import infer
     from edgeflow.operators.mqtt import mqtt_sink, mqtt_source
+    from edgeflow.operators.river_anomaly import river_detector
 
 __all__ = [
     "ewma_detector",
@@ -38,6 +40,9 @@ __all__ = [
     "mqtt_source",
     "output",
     "replay",
+    "river_detector",
+    "robust_detector",
+    "seasonal_detector",
     "stateful",
     "stdout",
     "summarize",
@@ -47,9 +52,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "infer": "edgeflow.operators.infer",
+    "infer": "edgeflow.operators.inference",
     "mqtt_sink": "edgeflow.operators.mqtt",
     "mqtt_source": "edgeflow.operators.mqtt",
+    "river_detector": "edgeflow.operators.river_anomaly",
 }
 
 
