@@ -74,18 +74,28 @@ class RunReport:
     def lines(self) -> list[str]:
         """Readable report lines."""
         s = self.stats
-        return [
+        lines = [
             f"flow {self.flow!r}: {s.samples_in:,} samples in {self.seconds:.2f} s ({self.events_per_s:,.0f}/s)",
             f"  windows {s.windows:,}  anomalous {s.anomalies:,}  gaps {s.gaps}  late {s.late}  dead letters "
             f"{s.dead_letters}",
             f"  latency ingest->output p50 {s.latency.percentile_us(50):.0f} us  "
             f"p99 {s.latency.percentile_us(99):.0f} us  ({s.latency.count:,} outputs; unpaced runs include queueing)",
             f"  bytes in {s.bytes_in:,}  out {s.bytes_out:,}  reduction {100 * s.reduction:.2f} %",
-        ] + (
-            [f"  stopped by {self.stopped_by}: input ended early, what the flow held was flushed"]
-            if self.stopped_by
-            else []
-        )
+        ]
+        losses = {name: n for name, n in sorted(s.counts.items()) if n and _is_loss(name)}
+        if losses:
+            lines.append("  losses " + "  ".join(f"{name} {n:,}" for name, n in losses.items()))
+        if self.stopped_by:
+            lines.append(f"  stopped by {self.stopped_by}: input ended early, what the flow held was flushed")
+        return lines
+
+
+_LOSS_WORDS = ("dropped", "lost", "overflow", "rejected", "shed", "discarded")
+
+
+def _is_loss(counter: str) -> bool:
+    """Whether a counter counts data that did not make it (every such counter is reported when non-zero)."""
+    return any(word in counter for word in _LOSS_WORDS)
 
 
 def run(

@@ -30,14 +30,29 @@ def test_naive_timestamps_take_the_given_zone(tmp_path: Path) -> None:
     assert (dead, n) == ([], 2)
 
 
-def test_naive_timestamps_without_a_zone_are_dead_letters_that_say_how_to_fix_them(tmp_path: Path) -> None:
+def test_a_file_whose_first_rows_are_all_dead_letters_fails_before_the_run(tmp_path: Path) -> None:
+    from edgeflow.compiler import compile_flow
+
     path = tmp_path / "naive.csv"
     path.write_text("ts,sensor,v\n2026-01-01T00:00:00,a,1\n2026-01-01T00:00:01,a,2\n")
+    flow = Flow("naive")
+    eo.output("out", eo.replay("samples", flow, path), eo.stdout())
+    with pytest.raises(
+        FlowValidationError,
+        match=r"step 'samples': field 'path' got .*naive.csv': all of the first 2 rows are dead letters; the first: "
+        r"line 2: timestamp '2026-01-01T00:00:00' has no timezone.*Hint: set tz=",
+    ):
+        compile_flow(flow)
+
+
+def test_naive_rows_among_good_ones_are_dead_letters_that_say_how_to_fix_them(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_text("ts,sensor,v\n2026-01-01T00:00:00Z,a,1\n2026-01-01T00:00:01,a,2\n")
     _, dead, n = _run(path)
-    assert n == 0 and len(dead) == 2
+    assert n == 1 and len(dead) == 1
     assert (
-        dead[0]["reason"].startswith("line 2: timestamp '2026-01-01T00:00:00' has no timezone")
-        and "tz=" in dead[0]["reason"]
+        dead[0]["reason"].startswith("line 3: timestamp '2026-01-01T00:00:01' has no timezone")
+        and "tz=" in (dead[0]["reason"])
     )
 
 

@@ -25,7 +25,7 @@ import typer
 from edgeflow.cli.errors import debug_enabled, fail
 from edgeflow.errors import EdgeflowError, FlowValidationError
 from edgeflow.loader import FlowLoadError, load_flow, user_code_line
-from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED, err
+from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED, EXIT_NO_RESULT, err
 
 if TYPE_CHECKING:
     from edgeflow.compiler import CompiledFlow
@@ -115,6 +115,10 @@ def run(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress every second (default: on a terminal)")
     ] = None,
+    recovery_dir: Annotated[
+        Path | None,
+        typer.Option("--recovery-dir", help="Snapshot store: a restart resumes where a crash or stop left off"),
+    ] = None,
 ) -> None:
     """Run a flow until its sources end (bytewax; one worker by default, cluster mode with -w/-p/-a)."""
     debug = debug_enabled(ctx)
@@ -131,6 +135,7 @@ def run(
             process_id=process_id,
             addresses=addresses.split(";") if addresses else None,
             progress=(lambda s: err.print(_progress_line(s))) if show else None,
+            recovery_dir=recovery_dir,
         )
     except FlowValidationError as exc:
         fail(f"invalid flow {compiled.flow.name!r}", exc, EXIT_INVALID, debug=debug)
@@ -138,7 +143,11 @@ def run(
         fail(f"flow {compiled.flow.name!r} failed", _with_root_cause(exc), EXIT_FAILED, debug=debug)
     if not quiet:
         for line in report.lines():
-            err.print(line)
+            err.print(line, markup=False)
+    if report.problem is not None:
+        err.print(f"[red]no trustworthy result[/red] from flow {compiled.flow.name!r}: ", end="")
+        err.print(report.problem, markup=False)
+        raise typer.Exit(EXIT_NO_RESULT)
 
 
 def _with_root_cause(exc: Exception) -> Exception:

@@ -237,4 +237,48 @@ def replay(
     def build(ctx: StepContext) -> ReplaySource:
         return ReplaySource(step_id, cfg, ctx.schema.channels, ctx.run.stats)
 
-    return flow.add_step(Step(step_id, "replay", "source", (), cfg, schema=schema, build=build, can_fail=True))
+    return flow.add_step(
+        Step(
+            step_id,
+            "replay",
+            "source",
+            (),
+            cfg,
+            schema=schema,
+            build=build,
+            can_fail=True,
+            check=lambda: _preview(step_id, cfg),
+        )
+    )
+
+
+def _preview(step_id: str, cfg: ReplayConfig) -> None:
+    """Parse the first rows: a file whose first batch would all be dead letters fails before the run."""
+    values = _value_names(step_id, cfg)
+    reader = RecordingReader(
+        cfg.path,
+        values,
+        step_id=step_id,
+        time_column=cfg.time_column,
+        sensor_column=cfg.sensor_column,
+        sensor=cfg.sensor,
+        time_format=cfg.time_format,
+        batch_size=min(cfg.batch_size, 256),
+    )
+    try:
+        chunk, dead = reader.read()
+    finally:
+        reader.close()
+    if dead and (chunk is None or not len(chunk)):
+        hint = (
+            "set tz= for timestamps without an offset"
+            if "has no timezone" in dead[0].reason
+            else ("check the column settings (time_column, time_unit, sensor_column, value_columns) against the file")
+        )
+        raise FlowValidationError(
+            step_id,
+            "path",
+            str(cfg.path),
+            f"all of the first {len(dead)} rows are dead letters; the first: {dead[0].reason}",
+            hint=hint,
+        )
