@@ -7,9 +7,9 @@ A new operator without a case here fails ``test_every_public_operator_has_a_case
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-import pickle
 from typing import Any
 
 import pytest
@@ -35,8 +35,19 @@ def _windows(flow: Flow) -> Stream:
 
 
 def _features(flow: Flow) -> Stream:
-    names = ["mean", "std", "min", "max", "rms", "ptp", "skew", "kurtosis", "p5", "p95",
-             "fft_bands(0-50,50-150,150-250)"]
+    names = [
+        "mean",
+        "std",
+        "min",
+        "max",
+        "rms",
+        "ptp",
+        "skew",
+        "kurtosis",
+        "p5",
+        "p95",
+        "fft_bands(0-50,50-150,150-250)",
+    ]
     return eo.features("feat", _windows(flow), names)
 
 
@@ -57,9 +68,15 @@ CASES: dict[str, Case] = {
     "features": Case(lambda f, kw: eo.features("op", _windows(f), **{"names": ["rms"], **kw}), {"names": ()}),
     "zscore_detector": Case(lambda f, kw: eo.zscore_detector("op", _features(f), **kw), {"threshold": -1}),
     "ewma_detector": Case(lambda f, kw: eo.ewma_detector("op", _features(f), **kw), {"warmup": 1}),
+    "robust_detector": Case(lambda f, kw: eo.robust_detector("op", _features(f), **kw), {"history": 2}),
+    "seasonal_detector": Case(lambda f, kw: eo.seasonal_detector("op", _features(f), **kw), {"bins_per_day": 0}),
+    "river_detector": Case(
+        lambda f, kw: eo.river_detector("op", _features(f), _hst(), **{"threshold": 0.9, **kw}), {"warmup": -1}
+    ),
     "summarize": Case(lambda f, kw: eo.summarize("op", _scored(f), **kw), {"every_s": 0}),
-    "infer": Case(lambda f, kw: eo.infer("op", crest_factor("crest", _features(f)), **{"model": MODEL, **kw}),
-                  {"num_threads": 0}),
+    "infer": Case(
+        lambda f, kw: eo.infer("op", crest_factor("crest", _features(f)), **{"model": MODEL, **kw}), {"num_threads": 0}
+    ),
     "mqtt_source": Case(lambda f, kw: eo.mqtt_source("op", f, "plant/{sensor}/accel", **kw), {"qos": 7}),
     "mqtt_sink": Case(lambda f, kw: eo.mqtt_sink(**{"step_id": "op", **kw}), {"qos": 5}),
     "map": Case(lambda f, kw: eo.map("op", _samples(f), lambda x: x), {}),
@@ -70,6 +87,12 @@ CASES: dict[str, Case] = {
     "stateful": Case(lambda f, kw: eo.stateful("op", _scored(f), _Count), {}),
     "window_feature": Case(lambda f, kw: _doubled_rms("op", _features(f), **kw), {"factr": 3.0}),
 }
+
+
+def _hst() -> Any:
+    from river import anomaly, preprocessing
+
+    return preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=1)
 
 
 class _Count:
@@ -109,7 +132,7 @@ def test_operator_settings_are_frozen_strict_and_named_in_errors(name: str) -> N
         if isinstance(made, Stream):
             assert repr(made) == f"Stream('conf-{name}', 'op')"
     if case.bad:
-        (field, value), = case.bad.items()
+        ((field, value),) = case.bad.items()
         with pytest.raises(FlowValidationError) as info:
             case.build(Flow(f"bad-{name}"), case.bad)
         assert info.value.step_id == "op" and info.value.field == field
@@ -117,8 +140,21 @@ def test_operator_settings_are_frozen_strict_and_named_in_errors(name: str) -> N
 
 
 @pytest.mark.parametrize(
-    "name", ["window", "zscore_detector", "ewma_detector", "summarize", "features", "infer", "stateful",
-             "window_feature", "replay"]
+    "name",
+    [
+        "window",
+        "zscore_detector",
+        "ewma_detector",
+        "summarize",
+        "features",
+        "infer",
+        "stateful",
+        "window_feature",
+        "replay",
+        "robust_detector",
+        "seasonal_detector",
+        "river_detector",
+    ],
 )
 def test_operator_compiles_and_its_state_snapshots_and_resumes(name: str) -> None:
     flow = Flow(f"compile-{name}")

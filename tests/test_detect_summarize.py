@@ -53,8 +53,10 @@ def test_summaries_close_on_event_time_and_carry_stats() -> None:
     assert first["features"] == {"a": [1.0, 4.333, 8.0], "b": [-8.0, -4.333, -1.0]}
     scores = np.array([1.0, 1.0, 2.0])
     half = sps.t.ppf(0.975, 2) * scores.std(ddof=1) / np.sqrt(3)
-    assert first["score"]["ci95"] == [pytest.approx(scores.mean() - half, rel=1e-3),
-                                      pytest.approx(scores.mean() + half, rel=1e-3)]
+    assert first["score"]["ci95"] == [
+        pytest.approx(scores.mean() - half, rel=1e-3),
+        pytest.approx(scores.mean() + half, rel=1e-3),
+    ]
     assert not first["anomaly"] and first["model"] == "m@1"
     (last,) = summary.on_batch(items[4:]) + summary.on_eof()
     assert last.record["anomaly"] and last.record["anomalous_windows"] == 1
@@ -69,3 +71,17 @@ def test_ewma_flags_an_outlier_right_after_warmup() -> None:
             state.score(x)
         z, flagged = state.score(np.array([10.0, 0.0]))
         assert flagged and z > 7, (alpha, z)
+
+
+def test_summaries_carry_the_features_that_raised_their_flags() -> None:
+    summary = IntervalSummary(SummaryConfig(every_s=10), ("mean", "std"))
+    items = [
+        Scored(_window(1, [1, 2]), 7.0, True, "robust", {"std": 7.0}),
+        Scored(_window(2, [1, 2]), 9.5, True, "robust", {"mean": -9.5, "std": 6.1}),
+        Scored(_window(3, [1, 2]), 1.0, False, "robust"),
+    ]
+    (out,) = summary.on_batch(items) + summary.on_eof()
+    assert out.record["raised_by"] == {"mean": -9.5, "std": 7.0}
+    quiet = IntervalSummary(SummaryConfig(every_s=10), ("mean", "std"))
+    (calm,) = quiet.on_batch(items[2:]) + quiet.on_eof()
+    assert "raised_by" not in calm.record

@@ -187,3 +187,13 @@ def test_late_sample_reasons_give_iso_times_not_numpy_reprs() -> None:
     assert dead.reason == (
         "late sample: ts 2014-01-07T02:00:00+00:00 is not after the sensor's newest 2014-01-07T02:55:00+00:00"
     )
+
+
+def test_values_a_float32_window_cannot_hold_are_dead_letters() -> None:
+    state = _state(WindowConfig(rate_hz=10, size=4, hop=4, max_gap_s=1.0))
+    values = np.array([0.0, 1.0, 1e308, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    out = state.on_batch(_samples(np.arange(9) / 10.0, values))
+    (dead,) = [d for d in out if isinstance(d, DeadLetter)]
+    assert dead.reason.startswith("value [1e+308] at 1970-01-01T00:00:00.200000+00:00 does not fit a float32 window")
+    wins = _windows(out)
+    assert [w.data[0].tolist() for w in wins] == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]  # bridged, finite

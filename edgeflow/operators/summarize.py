@@ -4,7 +4,9 @@ Intervals are aligned to multiples of ``every_s`` on event time and close when
 a window of a later interval arrives (or at end of input). A summary holds the
 raw sample count and bytes it stands for, feature min/mean/max, the anomaly
 verdict with the anomalous-window rate and its 95 % Wilson interval, and the
-mean score with its 95 % Student-t interval.
+mean score with its 95 % Student-t interval. When the detector explains its
+flags, ``raised_by`` gives each feature that raised one in the interval with
+its largest |z| (sign kept).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class IntervalSummary:
         "_fsum",
         "_sensor",
         "_model",
+        "_raised_by",
     )
 
     def snapshot(self) -> dict[str, Any]:
@@ -114,6 +117,7 @@ class IntervalSummary:
         self._fsum: np.ndarray | None = None
         self._sensor = ""
         self._model = ""
+        self._raised_by: dict[str, float] = {}
 
     def on_batch(self, items: list[Scored]) -> list[Any]:
         """Add scored windows; return summaries of intervals that closed."""
@@ -135,6 +139,10 @@ class IntervalSummary:
         self._samples += w.n_raw
         self._raw_bytes += w.raw_bytes
         self._anomalous += item.anomaly
+        if item.anomaly and item.raised_by:
+            for name, z in item.raised_by.items():
+                if abs(z) > abs(self._raised_by.get(name, 0.0)):
+                    self._raised_by[name] = z
         if not self._scores or item.score > self._max_score:
             self._max_score, self._max_at = item.score, w.end
         self._scores.append(item.score)
@@ -175,6 +183,10 @@ class IntervalSummary:
             },
             "model": self._model,
         }
+        if self._raised_by:
+            record["raised_by"] = {
+                name: _round(z, d) for name, z in sorted(self._raised_by.items(), key=lambda kv: -abs(kv[1]))
+            }
         if self._fsum is not None and self._fmin is not None and self._fmax is not None:
             record["features"] = {
                 name: [_round(float(lo), d), _round(float(s / n), d), _round(float(hi), d)]

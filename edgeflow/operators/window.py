@@ -6,8 +6,10 @@ window of the newest ``size`` points is emitted. A time window
 (``duration_s``, ``hop_s``) is the same thing measured in seconds. A silence
 longer than ``max_gap_s`` resets the sensor's buffer (no interpolation across
 it) and is counted; a sample not newer than the previous one of its sensor is
-a dead letter. Work per sample is O(1) amortized and memory per sensor is
-``channels x size`` float32; at most ``max_sensors`` sensors are admitted per
+a dead letter, and so is a value a float32 window cannot hold (NaN, infinite or
+beyond ±3.4e38: a corrupt reading must not turn windows into infinities). Work
+per sample is O(1) amortized and memory per sensor is ``channels x size``
+float32; at most ``max_sensors`` sensors are admitted per
 process and run (each process of a cluster counts the sensors routed to it).
 
 Slow sensors (minutes to hours between samples) need no hand-tuning beyond
@@ -41,6 +43,7 @@ GAP_PERIODS = 5
 """The default ``max_gap_s`` in sample periods (and never below the former default, 0.1 s)."""
 PROBE_SAMPLES = 64
 """Samples per sensor from which the sampling interval is checked against the settings."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_UPSAMPLING = 4.0
 """Grid points per raw sample above which resampling is reported as upsampling."""
 
@@ -198,6 +201,17 @@ class SensorWindows:
                 DeadLetter(self._step_id, reason, self._describe(block, i), block.sensor) for i in range(len(block))
             ]
         out: list[Any] = []
+        unfit = ~(np.abs(block.values) <= _FLOAT32_MAX).all(axis=1)  # also NaN and infinities
+        if unfit.any():
+            for i in np.flatnonzero(unfit):
+                reason = (
+                    f"value {block.values[i].tolist()} at {to_iso(block.ts[i])} does not fit a float32 window "
+                    f"(|value| <= {_FLOAT32_MAX:.3g} expected): sample dropped"
+                )
+                out.append(DeadLetter(self._step_id, reason, self._describe(block, int(i)), block.sensor))
+            block = block.take(~unfit)
+            if not len(block):
+                return out
         t = block.ts
         seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
         late = t <= seen
