@@ -260,6 +260,7 @@ def _river_windows(n: int, fault: slice) -> list[Window]:
 
 
 def test_river_half_space_trees_flag_a_fault_and_learn_only_normal_windows() -> None:
+    pytest.importorskip("river")  # the optional `river` extra
     from river import anomaly
 
     model = anomaly.HalfSpaceTrees(n_trees=25, height=8, window_size=100, seed=3, limits=LIMITS)
@@ -274,6 +275,7 @@ def test_river_half_space_trees_flag_a_fault_and_learn_only_normal_windows() -> 
 
 
 def test_river_filters_give_the_verdict_and_bad_models_are_refused() -> None:
+    pytest.importorskip("river")  # the optional `river` extra
     from river import anomaly
 
     q = anomaly.QuantileFilter(anomaly.HalfSpaceTrees(window_size=100, seed=3, limits=LIMITS), q=0.99)

@@ -90,6 +90,7 @@ CASES: dict[str, Case] = {
 
 
 def _hst() -> Any:
+    pytest.importorskip("river")  # the optional `river` extra
     from river import anomaly, preprocessing
 
     return preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=1)
