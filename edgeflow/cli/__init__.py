@@ -1,8 +1,8 @@
 """The ``edgeflow`` command: run, validate, graph and scaffold flows; record and publish MQTT; build models.
 
 One module per command group: :mod:`edgeflow.cli.flows` (``validate``, ``graph``,
-``run``, ``init``), :mod:`edgeflow.cli.mqtt` (``record``, ``publish``) and
-:mod:`edgeflow.cli.model` (``model build``, ``model info``). Heavy libraries
+``run``, ``init``), :mod:`edgeflow.cli.evaluate` (``eval``), :mod:`edgeflow.cli.mqtt`
+(``record``, ``publish``) and :mod:`edgeflow.cli.model` (``model build``, ``model info``). Heavy libraries
 (paho, LiteRT, TensorFlow, bytewax) are imported by the command that needs them.
 
 Exit codes are in :mod:`edgeflow.terminal`: 0 success, 1 failed while running, 2 bad command
@@ -10,7 +10,7 @@ line, 3 invalid flow (nothing ran), 4 flow file not loadable. ``edgeflow --debug
 shows the full traceback behind an error.
 
 >>> sorted(typer.main.get_command(app).commands)
-['graph', 'init', 'model', 'publish', 'record', 'run', 'validate']
+['eval', 'graph', 'init', 'model', 'publish', 'record', 'run', 'validate']
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from edgeflow.cli import flows, model, mqtt
+from edgeflow.cli import evaluate, flows, model, mqtt
 from edgeflow.cli.errors import Options
 
 __all__ = ["app", "main"]
@@ -38,6 +38,7 @@ def _options(
 
 
 flows.register(app)
+evaluate.register(app)
 mqtt.register(app)
 model.register(app)
 
