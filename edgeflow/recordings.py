@@ -34,6 +34,8 @@ Row = tuple[str, float, tuple[float, ...]]
 
 MAX_LINE_BYTES = 65_536
 """Longer lines are not sensor rows: they become dead letters, read in pieces, never held whole."""
+_READ_HINT = 1 << 16
+"""Bytes an uncompressed recording is read in at a time."""
 MAX_PAYLOAD_CHARS = 1_000
 """A dead letter keeps at most this much of the bad row."""
 
@@ -161,6 +163,8 @@ class RecordingReader:
         self._batch_size = batch_size
         self._path = path
         self._file = _open_binary(path)
+        self._plain = path.suffix != ".gz"
+        self._pending: list[bytes] = []
         self._jsonl = _is_jsonl(path)
         self._ended = False
         self.line = 0
@@ -178,6 +182,8 @@ class RecordingReader:
 
     def _read_lines(self, n: int) -> tuple[list[bytes], list[DeadLetter]]:
         """Read up to *n* lines; over-long lines and a damaged end of file become dead letters."""
+        if self._plain:
+            return self._read_plain_lines(n)
         lines: list[bytes] = []
         dead: list[DeadLetter] = []
         readline = self._file.readline
@@ -199,6 +205,37 @@ class RecordingReader:
             dead.append(DeadLetter(self._step_id, reason, str(self._path)))
         return lines, dead
 
+    def _read_plain_lines(self, n: int) -> tuple[list[bytes], list[DeadLetter]]:
+        """Read *n* lines of an uncompressed file in large blocks (``readlines``), keeping the rest for later."""
+        pending = self._pending
+        try:
+            while len(pending) < n and not self._ended:
+                more = self._file.readlines(_READ_HINT)
+                if not more:
+                    self._ended = True
+                pending.extend(more)
+        except OSError as exc:
+            self._ended = True
+            reason = (
+                f"line {self.line + len(pending) + 1}: the file cannot be read ({type(exc).__name__}: {exc}); "
+                "input stops here"
+            )
+            return pending[:], [DeadLetter(self._step_id, reason, str(self._path))]
+        lines, self._pending = pending[:n], pending[n:]
+        if self._pending:
+            self._ended = False
+        dead: list[DeadLetter] = []
+        if lines and max(map(len, lines)) > MAX_LINE_BYTES:
+            for i, line in enumerate(lines):
+                if len(line) > MAX_LINE_BYTES:
+                    reason = (
+                        f"line {self.line + i + 1}: {len(line):,} bytes long; rows over {MAX_LINE_BYTES:,} bytes "
+                        "are not sensor rows"
+                    )
+                    dead.append(DeadLetter(self._step_id, reason, _clip(line.decode("utf-8", errors="replace"))))
+                    lines[i] = b""  # keeps line numbers; parsed as nothing
+        return lines, dead
+
     def _too_long(self, head: bytes, line: int) -> DeadLetter:
         size = len(head)
         while not head.endswith(b"\n"):
@@ -218,13 +255,12 @@ class RecordingReader:
             return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
         first_line = self.line + 1
         self.line += len(raw_lines)
-        try:
-            lines = b"".join(raw_lines).decode("utf-8").splitlines(keepends=True)
-            clean = len(lines) == len(raw_lines) and not dead
-        except UnicodeDecodeError:
-            clean = False
-        if not self._jsonl and clean:
-            chunk = self._parse_csv_fast(lines)
+        if not self._jsonl and not dead:
+            try:
+                text = b"".join(raw_lines).decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""
+            chunk = self._parse_csv_fast(raw_lines, text) if text else None
             if chunk is not None:
                 return chunk, []
         samples: list[Sample] = []
@@ -249,26 +285,61 @@ class RecordingReader:
         """Close the file."""
         self._file.close()
 
-    def _parse_csv_fast(self, lines: list[str]) -> Chunk | None:
+    def _parse_csv_fast(self, raw_lines: list[bytes], text: str) -> Chunk | None:
+        """Parse well-formed rows at once; ``None`` if any row needs the careful, row-by-row path.
+
+        Rows without quotes are split in one pass (every field of the chunk in one list) after checking,
+        vectorized, that every line has the right number of commas.
+        """
+        n = len(raw_lines)
+        nbytes = np.fromiter(map(len, raw_lines), dtype=np.int64, count=n)
+        if '"' in text or "\r" in text:
+            return self._parse_csv_quoted(text, nbytes)
+        body = text[:-1] if text.endswith("\n") else text
+        raw = b"".join(raw_lines)
+        buf = np.frombuffer(raw[:-1] if raw.endswith(b"\n") else raw, dtype=np.uint8)
+        newlines = np.flatnonzero(buf == 10)
+        if newlines.size != n - 1:
+            return None
+        commas = np.cumsum(buf == 44)
+        at_ends = np.concatenate((commas[newlines], commas[-1:])) if buf.size else np.zeros(1, np.int64)
+        if (np.diff(at_ends, prepend=0) != self._ncols - 1).any():
+            return None
+        fields = body.replace("\n", ",").split(",")
+        k = self._ncols
+        return self._columns(
+            fields[self._i_ts :: k],
+            None if self._sensor is not None else fields[self._i_sensor :: k],
+            [fields[i::k] for i in self._i_vals],
+            nbytes,
+        )
+
+    def _parse_csv_quoted(self, text: str, nbytes: np.ndarray) -> Chunk | None:
         try:
-            rows = list(csv.reader(lines))
+            rows = list(csv.reader(text.splitlines()))
         except csv.Error:
             return None
-        if any(len(row) != self._ncols for row in rows):
+        if len(rows) != nbytes.size or any(len(row) != self._ncols for row in rows):
             return None
         columns = list(zip(*rows, strict=True))
+        sensors = None if self._sensor is not None else columns[self._i_sensor]
+        return self._columns(columns[self._i_ts], sensors, [columns[i] for i in self._i_vals], nbytes)
+
+    def _columns(
+        self,
+        ts_text: Sequence[str],
+        sensor_text: Sequence[str] | None,
+        value_text: list[Sequence[str]],
+        nbytes: np.ndarray,
+    ) -> Chunk | None:
         try:
-            ts = self._time.parse_many(columns[self._i_ts])
-            values = np.array([columns[i] for i in self._i_vals], dtype=np.float64).T
+            ts = self._time.parse_many(ts_text)
+            values = np.array(value_text, dtype=np.float64).T
         except ValueError:
             return None
-        if self._sensor is not None:
-            sensors = np.full(len(rows), self._sensor)
-        else:
-            sensors = np.array(columns[self._i_sensor], dtype=str)
+        sensors = np.full(nbytes.size, self._sensor) if sensor_text is None else np.array(sensor_text, dtype=str)
         if not (np.isfinite(values).all() and np.isfinite(ts).all()) or (sensors == "").any():
             return None
-        nbytes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
         return Chunk(ts, sensors, values, nbytes)
 
     def _dead(self, line: int, reason: str, raw: str) -> DeadLetter:
