@@ -320,7 +320,16 @@ class MqttSinkPartition:
 
 
 class MqttSink:
-    """Publishes each item as JSON; one connection and outbox per worker (a :class:`~edgeflow.connectors.Sink`)."""
+    """Publishes each item as JSON; one connection and outbox per worker (a :class:`~edgeflow.connectors.Sink`).
+
+    >>> cfg = MqttSinkConfig(topic="gw/{sensor}", broker="127.0.0.1:1", drain_timeout_s=0)  # no broker there
+    >>> stats = FlowStats()
+    >>> part = MqttSink("uplink", cfg, "doc", stats).open(worker_index=0, worker_count=1)
+    >>> part.write_batch([{"sensor": "pump-1", "rms": 0.21}])
+    >>> part.close()
+    >>> stats.items_out, stats.counts["mqtt.sink_left_in_spool"]  # kept in the outbox (in memory here)
+    (1, 1)
+    """
 
     def __init__(self, step_id: str, cfg: MqttSinkConfig, flow_name: str, stats: FlowStats) -> None:
         self.step_id = step_id

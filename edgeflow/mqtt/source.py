@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -275,10 +276,9 @@ class MqttSourcePartition:
         those at or before the sensor's newest sample (this batch's, *pending*, included).
         """
         mark = self._seen.get(key)
-        if mark is None:
-            mark = max(
-                self._newest.get(key, -np.inf), max(pending[key][0], default=-np.inf) if key in pending else -np.inf
-            )
+        if mark is None:  # a redelivery while running
+            pending_ts = pending[key][0] if key in pending else ()
+            mark = max(self._newest.get(key, -math.inf), max(pending_ts, default=-math.inf))
         fresh = [sample for sample in samples if sample[0] > mark]
         if len(fresh) < len(samples):
             self._stats.count("mqtt.duplicates", len(samples) - len(fresh))

@@ -9,7 +9,7 @@ alerts) to make room and ``"drop_newest"`` refuses the new rows; both report
 how many were dropped.
 
 Two storages: :class:`SqliteStorage` (a file in WAL mode, survives a restart)
-and :class:`MemoryStorage` (ordered dicts, lost on exit; keeps SQLite, whose
+and :class:`MemoryStorage` (an ordered dict, lost on exit; keeps SQLite, whose
 calls hand the GIL to other threads, off the worker's path).
 
 >>> spool = Spool(None, capacity=2, overflow="drop_oldest")
@@ -23,10 +23,9 @@ calls hand the GIL to other threads, off the worker's path).
 
 from __future__ import annotations
 
-import heapq
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import chain, islice
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol
@@ -141,7 +140,7 @@ class SqliteStorage:
 
 
 class MemoryStorage:
-    """Rows in two insertion-ordered dicts (routine, alerts), for an outbox that need not survive a restart.
+    """Rows in an insertion-ordered dict (alerts also indexed), for an outbox that need not survive a restart.
 
     >>> store = MemoryStorage()
     >>> store.append([("t", b"a", 1, False, 0), ("t", b"!", 1, False, 1)])
@@ -152,33 +151,42 @@ class MemoryStorage:
     path = ":memory:"
 
     def __init__(self) -> None:
-        self._by_prio: tuple[dict[int, SpoolRow], dict[int, SpoolRow]] = ({}, {})
+        self._rows: dict[int, SpoolRow] = {}  # every row, in sequence order
+        self._alerts: dict[int, SpoolRow] = {}  # the alerts among them
         self._seq = 0
 
     def __len__(self) -> int:
-        return len(self._by_prio[0]) + len(self._by_prio[1])
+        return len(self._rows)
 
     def append(self, rows: Sequence[NewRow]) -> None:
         for topic, payload, qos, retain, prio in rows:
             self._seq += 1
-            self._by_prio[1 if prio else 0][self._seq] = SpoolRow(self._seq, topic, payload, qos, bool(retain))
+            row = self._rows[self._seq] = SpoolRow(self._seq, topic, payload, qos, bool(retain))
+            if prio:
+                self._alerts[self._seq] = row
 
     def delete(self, seqs: Collection[int]) -> None:
-        routine, alerts = self._by_prio
+        rows, alerts = self._rows, self._alerts
         for seq in seqs:
-            if routine.pop(seq, None) is None:
+            if rows.pop(seq, None) is not None and alerts:
                 alerts.pop(seq, None)
 
+    def _routine(self) -> Iterator[SpoolRow]:
+        alerts = self._alerts
+        return (row for row in self._rows.values() if row.seq not in alerts) if alerts else iter(self._rows.values())
+
     def oldest(self, n: int) -> list[int]:
-        return list(islice(chain(*self._by_prio), n))
+        return [row.seq for row in islice(chain(self._routine(), self._alerts.values()), n)]
 
     def rows(self, alerts_first: bool, after: int, limit: int) -> list[SpoolRow]:
-        routine, alerts = self._by_prio
-        if alerts_first:
-            ordered: Iterable[SpoolRow] = chain(alerts.values(), routine.values())
-        else:
-            ordered = heapq.merge(alerts.values(), routine.values())  # SpoolRows sort by seq first
-        return list(islice((row for row in ordered if row.seq > after), limit))
+        ordered = chain(self._alerts.values(), self._routine()) if alerts_first else self._rows.values()
+        out: list[SpoolRow] = []
+        for row in ordered:
+            if row.seq > after:
+                out.append(row)
+                if len(out) >= limit:
+                    break
+        return out
 
     def close(self) -> None:
         """Nothing to write back."""
@@ -243,10 +251,12 @@ class Spool:
         with self._lock:
             if self.alerts_first:
                 after, ahead = 0, len(skip)
-            else:
-                ahead = sum(1 for seq in skip if seq > after)
+            else:  # rows in flight past *after* are read and left out
+                ahead = sum(1 for seq in skip if seq > after) if skip else 0
             rows = self._store.rows(self.alerts_first, after, limit + ahead)
-        return [row for row in rows if row.seq not in skip][:limit]
+        if ahead:
+            rows = [row for row in rows if row.seq not in skip][:limit]
+        return rows
 
     def ack(self, seqs: Collection[int]) -> None:
         """Delete delivered rows."""
