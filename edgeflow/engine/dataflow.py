@@ -4,46 +4,106 @@ Items travel as ``(sensor, item)`` pairs so bytewax routes each sensor's state
 to one worker. Keyed steps run with ``stateful_batch`` (one Python call per
 batch), fused stateless chains with ``flat_map_batch``, and after every stage
 that can fail a ``branch`` sends dead letters to the flow's dead-letter sink,
-counted on the way.
+counted by step and reason on the way.
+
+The engine also watches each step from outside, per batch, into the run's
+:class:`~edgeflow.metrics.FlowStats`: the time each step spends on a batch,
+what each source hands on (samples, newest event time, its end), and, after
+every step that emits scored windows, which sensors were flagged and when, the
+model in use and the newest verdict's event time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from edgeflow.connectors import DEAD_LETTERS, Sink
+from edgeflow.connectors import DEAD_LETTERS, Sink, Source, SourcePartition
 from edgeflow.context import RunContext
 from edgeflow.engine.adapters import EngineKeyed, EngineSink, EngineSource
-from edgeflow.graph import MapLogic
-from edgeflow.records import DeadLetter
+from edgeflow.graph import KeyedLogic, MapLogic
+from edgeflow.metrics import FlowStats, Histogram
+from edgeflow.records import DeadLetter, Sample, SampleBlock, Scored
 from edgeflow.sinks import DeadLetterSink
 
 if TYPE_CHECKING:
     from edgeflow.compiler import CompiledFlow, Stage
 
-__all__ = ["build_dataflow", "fused_function"]
+__all__ = ["StepWatch", "build_dataflow", "fused_function"]
 
 
-def fused_function(chain: Iterable[MapLogic]) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
+class StepWatch:
+    """Watches one step from outside: its time per batch and, for a scoring step, its verdicts.
+
+    >>> from edgeflow.records import Window
+    >>> import numpy as np
+    >>> stats = FlowStats()
+    >>> watch = StepWatch("detect", stats, scores=True)
+    >>> w = Window("pump-2", 20.0, 20.5, np.zeros((1, 2), np.float32), 4.0, 2, 20, 0)
+    >>> watch.done(time.perf_counter_ns(), [Scored(w, 9.1, True, "zscore")])
+    >>> stats.flags["pump-2"].windows, stats.models, stats.histograms["step.detect"].count
+    (1, {'detect': 'zscore'}, 1)
+    """
+
+    __slots__ = ("_hist", "_scores", "_stats", "step_id")
+
+    def __init__(self, step_id: str, stats: FlowStats, *, scores: bool = False) -> None:
+        self.step_id = step_id
+        self._stats = stats
+        self._hist: Histogram = stats.histogram(f"step.{step_id}")
+        self._scores = scores
+
+    def done(self, t0: int, out: Sequence[Any]) -> None:
+        """Record a batch that started at *t0* (``perf_counter_ns``) and emitted *out* (items or ``(key, item)``)."""
+        self._hist.observe_ns(time.perf_counter_ns() - t0)
+        if not self._scores or not out:
+            return
+        stats = self._stats
+        last: Scored | None = None
+        newest = -math.inf
+        for item in out:
+            if type(item) is tuple:
+                item = item[1]
+            if type(item) is Scored:
+                last = item
+                w = item.window
+                if w.end > newest:
+                    newest = w.end
+                if item.anomaly:
+                    stats.flagged(w.sensor, w.start, w.end)
+        if last is not None:
+            stats.scored(self.step_id, last.model, newest)
+
+
+def fused_function(
+    chain: Iterable[MapLogic], watches: Sequence[StepWatch | None] | None = None
+) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
     """Chain stateless steps into one batch function over ``(key, item)`` pairs.
 
     A step's ``batch`` function gets all the batch's items at once (vectorized across sensors);
     otherwise its ``fn`` runs per item, ``None`` dropping it. Dead letters leave the chain at once.
+    *watches* (one per step, or ``None``) see each step's batch time and what it kept.
 
     >>> run = fused_function([MapLogic(fn=lambda x: x + 1), MapLogic(fn=lambda x: x * 10 if x < 3 else None)])
     >>> run([("a", 1), ("b", 2)])
     [('a', 20)]
     """
-    steps = tuple((logic.fn, logic.batch) for logic in chain)
+    logics = list(chain)
+    steps = tuple(
+        (logic.fn, logic.batch, watch)
+        for logic, watch in zip(logics, watches if watches is not None else [None] * len(logics), strict=True)
+    )
 
     def run_batch(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
         pairs = items
-        for fn, batch in steps:
+        for fn, batch, watch in steps:
+            t0 = time.perf_counter_ns() if watch is not None else 0
             kept: list[tuple[str, Any]] = []
             if batch is not None:
                 for value in batch([value for _key, value in pairs]):
@@ -54,6 +114,8 @@ def fused_function(chain: Iterable[MapLogic]) -> Callable[[list[tuple[str, Any]]
                     value = fn(value)
                     if value is not None:
                         (out if type(value) is DeadLetter else kept).append((key, value))
+            if watch is not None:
+                watch.done(t0, kept)
             pairs = kept
             if not pairs:
                 break
@@ -61,6 +123,125 @@ def fused_function(chain: Iterable[MapLogic]) -> Callable[[list[tuple[str, Any]]
         return out
 
     return run_batch
+
+
+class _WatchedKeyed:
+    """A keyed step's per-sensor logic, watched (same protocol as :class:`~edgeflow.graph.KeyedLogic`)."""
+
+    __slots__ = ("_logic", "_watch")
+
+    def __init__(self, logic: KeyedLogic, watch: StepWatch) -> None:
+        self._logic = logic
+        self._watch = watch
+
+    def on_batch(self, items: list[Any]) -> Iterable[Any]:
+        t0 = time.perf_counter_ns()
+        out = self._logic.on_batch(items)
+        if type(out) is not list:
+            out = list(out)
+        self._watch.done(t0, out)
+        return out
+
+    def on_eof(self) -> Iterable[Any]:
+        t0 = time.perf_counter_ns()
+        out = self._logic.on_eof()
+        if type(out) is not list:
+            out = list(out)
+        self._watch.done(t0, out)
+        return out
+
+    def snapshot(self) -> Any:
+        return self._logic.snapshot()
+
+
+class _WatchedPartition:
+    """A source partition whose batches are counted per step (samples, newest event time, end)."""
+
+    def __init__(self, part: SourcePartition, step_id: str, stats: FlowStats) -> None:
+        self._part = part
+        self._step_id = step_id
+        self._stats = stats
+
+    def next_batch(self) -> Sequence[Any]:
+        try:
+            items = self._part.next_batch()
+        except StopIteration:
+            self._stats.source_ended(self._step_id)
+            raise
+        if items:
+            n, newest = 0, -math.inf
+            for item in items:
+                kind = type(item)
+                if kind is SampleBlock:
+                    n += len(item)
+                    if len(item):
+                        newest = max(newest, float(item.ts.max()))
+                elif kind is Sample:
+                    n += 1
+                    newest = max(newest, item.ts)
+            if n:
+                self._stats.source_batch(self._step_id, n, newest)
+        return items
+
+    def next_awake(self) -> Any:
+        return self._part.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._part.snapshot()
+
+    def close(self) -> None:
+        self._part.close()
+
+
+class _WatchedSource:
+    """A source whose partitions are watched (see :class:`_WatchedPartition`)."""
+
+    def __init__(self, source: Source, step_id: str, operator: str, stats: FlowStats) -> None:
+        self._source = source
+        self._step_id = step_id
+        self._operator = operator
+        self._stats = stats
+
+    def partitions(self) -> list[str]:
+        return self._source.partitions()
+
+    def open(self, partition: str, resume: Any | None) -> _WatchedPartition:
+        part = self._source.open(partition, resume)
+        self._stats.source_opened(self._step_id, self._operator)
+        return _WatchedPartition(part, self._step_id, self._stats)
+
+
+class _WatchedSinkPartition:
+    def __init__(self, part: Any, watch: StepWatch) -> None:
+        self._part = part
+        self._watch = watch
+
+    def write_batch(self, items: Sequence[Any]) -> None:
+        t0 = time.perf_counter_ns()
+        self._part.write_batch(items)
+        self._watch.done(t0, ())
+
+    def close(self) -> None:
+        self._part.close()
+
+
+class _WatchedSink:
+    """A sink whose batches are timed."""
+
+    def __init__(self, sink: Sink, watch: StepWatch) -> None:
+        self._sink = sink
+        self._watch = watch
+
+    def open(self, worker_index: int, worker_count: int) -> _WatchedSinkPartition:
+        return _WatchedSinkPartition(self._sink.open(worker_index, worker_count), self._watch)
+
+
+def _count_dead_letter(stats: FlowStats) -> Callable[[str, tuple[str, Any]], None]:
+    def count(_step: str, pair: tuple[str, Any]) -> None:
+        letter = pair[1]
+        stats.dead_letter(getattr(letter, "step_id", "unknown"), getattr(letter, "reason", ""))
+
+    return count
 
 
 def _is_ok(pair: tuple[str, Any]) -> bool:
@@ -81,17 +262,27 @@ def _lower_stage(
 ) -> Any:
     sid = _engine_id(stage.stage_id)
     first = stage.steps[0]
+    stats = run.stats
+
+    def watch(step_id: str) -> StepWatch:
+        return StepWatch(step_id, stats, scores=compiled.schemas[step_id].kind == "scored")
+
     if stage.kind == "source":
-        return op.input(sid, df, EngineSource(compiled.build(first, run), run.stop))
+        source = _WatchedSource(compiled.build(first, run), first.step_id, first.operator, stats)
+        return op.input(sid, df, EngineSource(source, run.stop))
     ups = [streams[src] for src in stage.inputs]
     up = ups[0] if len(ups) == 1 else op.merge(f"{sid}_merge", *ups)
     if stage.kind == "map":
-        return op.flat_map_batch(sid, up, fused_function(compiled.build(step, run) for step in stage.steps))
+        logics = [compiled.build(step, run) for step in stage.steps]
+        return op.flat_map_batch(sid, up, fused_function(logics, [watch(step.step_id) for step in stage.steps]))
     if stage.kind == "keyed":
         new_state = compiled.build(first, run)
-        return op.stateful_batch(sid, up, lambda resume: EngineKeyed(new_state, resume))
+        keyed_watch = watch(first.step_id)
+        return op.stateful_batch(
+            sid, up, lambda resume: EngineKeyed(lambda r: _WatchedKeyed(new_state(r), keyed_watch), resume)
+        )
     sink = sinks[first.step_id] if first.step_id in sinks else compiled.build(first, run)
-    op.output(sid, up, EngineSink(sink))
+    op.output(sid, up, EngineSink(_WatchedSink(sink, watch(first.step_id))))
     return None
 
 
@@ -116,8 +307,7 @@ def build_dataflow(compiled: CompiledFlow, run: RunContext, sinks: Mapping[str, 
         streams[stage.steps[-1].step_id] = out
     if dead:
         merged = dead[0] if len(dead) == 1 else op.merge("dead_letters_merge", *dead)
-        stats = run.stats
-        merged = op.inspect("dead_letters_count", merged, lambda _step, _item: stats.add(dead_letters=1))
+        merged = op.inspect("dead_letters_count", merged, _count_dead_letter(run.stats))
         dead_sink = sinks.get(DEAD_LETTERS) or DeadLetterSink(run.dead_letter_path)
         op.output(DEAD_LETTERS, merged, EngineSink(dead_sink))
     return df
