@@ -18,7 +18,7 @@ def test_t975_matches_scipy(df: int) -> None:
 def test_wilson_interval_matches_scipy_binomtest(k: int, n: int) -> None:
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     lo, hi = wilson_interval(k, n)
-    assert (lo, hi) == (pytest.approx(ci.low, abs=1e-8), pytest.approx(ci.high, abs=1e-8))
+    assert (lo, hi) == (pytest.approx(ci.low, abs=1e-10), pytest.approx(ci.high, abs=1e-10))
 
 
 def test_t975_refuses_zero_degrees_of_freedom() -> None:

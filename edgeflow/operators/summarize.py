@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
-from scipy.special import stdtrit
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.records import Scored, to_datetime
+from edgeflow.student_t import t975
 
 __all__ = ["IntervalSummary", "Summary", "SummaryConfig", "summarize", "wilson_interval"]
 
@@ -52,7 +52,7 @@ class Summary:
         return self.record
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95 % Wilson score interval of a proportion *k* / *n*.
 
     >>> [round(x, 3) for x in wilson_interval(0, 50)]
@@ -160,7 +160,7 @@ class IntervalSummary:
         n = self._windows
         scores = np.asarray(self._scores)
         mean = float(scores.mean())
-        half = float(stdtrit(n - 1, 0.975) * scores.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+        half = float(t975(n - 1) * scores.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
         assert self._interval is not None
         start = self._interval * self._cfg.every_s
         record: dict[str, Any] = {
