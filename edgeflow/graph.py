@@ -170,6 +170,9 @@ class Flow:
     the last snapshot instead of starting over (``None``: no snapshots)."""
     snapshot_every_s: float = 1.0
     """Seconds between snapshots when ``recovery_dir`` is set: at most this much output is repeated after a crash."""
+    metrics_port: int | None = None
+    """Serve Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on this port while the flow runs (process *i* of a
+    cluster: port + *i*); ``edgeflow run --metrics-port`` overrides it. ``None``: no metrics server."""
     steps: list[Step] = field(default_factory=list)
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ from edgeflow.context import RunContext
 from edgeflow.engine import execute
 from edgeflow.graph import Flow
 from edgeflow.metrics import FlowStats
+from edgeflow.observe.health import RUN, HealthConfig
 
 __all__ = ["RunReport", "run"]
 
@@ -46,6 +47,10 @@ class RunReport:
     """The signal that stopped the run early (``"SIGTERM"``, ``"SIGINT"``), or ``None``."""
     expects_windows: bool = False
     """Whether the flow cuts windows (so a run that closed none produced nothing)."""
+    process: int | None = None
+    """This process's id in a cluster, ``None`` alone."""
+    processes: tuple[RunReport, ...] = ()
+    """For a report merged from several processes (``edgeflow run -p N``), each one's own report."""
 
     @property
     def problem(self) -> str | None:
@@ -72,30 +77,16 @@ class RunReport:
         return self.stats.samples_in / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
-        """Readable report lines."""
-        s = self.stats
-        lines = [
-            f"flow {self.flow!r}: {s.samples_in:,} samples in {self.seconds:.2f} s ({self.events_per_s:,.0f}/s)",
-            f"  windows {s.windows:,}  anomalous {s.anomalies:,}  gaps {s.gaps}  late {s.late}  dead letters "
-            f"{s.dead_letters}",
-            f"  latency ingest->output p50 {s.latency.percentile_us(50):.0f} us  "
-            f"p99 {s.latency.percentile_us(99):.0f} us  ({s.latency.count:,} outputs; unpaced runs include queueing)",
-            f"  bytes in {s.bytes_in:,}  out {s.bytes_out:,}  reduction {100 * s.reduction:.2f} %",
-        ]
-        losses = {name: n for name, n in sorted(s.counts.items()) if n and _is_loss(name)}
-        if losses:
-            lines.append("  losses " + "  ".join(f"{name} {n:,}" for name, n in losses.items()))
-        if self.stopped_by:
-            lines.append(f"  stopped by {self.stopped_by}: input ended early, what the flow held was flushed")
-        return lines
+        """Readable report lines (see :func:`edgeflow.observe.report.report_lines`)."""
+        from edgeflow.observe.report import report_lines
 
+        return report_lines(self)
 
-_LOSS_WORDS = ("dropped", "lost", "overflow", "rejected", "shed", "discarded")
+    def to_json(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data (see :func:`edgeflow.observe.report.report_document`)."""
+        from edgeflow.observe.report import report_document
 
-
-def _is_loss(counter: str) -> bool:
-    """Whether a counter counts data that did not make it (every such counter is reported when non-zero)."""
-    return any(word in counter for word in _LOSS_WORDS)
+        return report_document(self)
 
 
 def run(
@@ -109,6 +100,10 @@ def run(
     progress_every_s: float = 1.0,
     handle_signals: bool = True,
     recovery_dir: str | Path | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "0.0.0.0",  # Prometheus scrapes from another host, as its exporters do
+    health: HealthConfig | None = None,
+    report_json: str | Path | None = None,
 ) -> RunReport:
     """Run a compiled flow until its sources end; return a :class:`RunReport`.
 
@@ -120,6 +115,11 @@ def run(
     ``run`` returns its report (``stopped_by`` says which signal). A second Ctrl-C exits at once (130).
     *recovery_dir* overrides the flow's own: with one, the run snapshots its sources and state every
     ``snapshot_every_s`` and a restart after a crash resumes from the last snapshot.
+
+    *metrics_port* (default: the flow's ``metrics_port``) serves ``/metrics``, ``/healthz`` and
+    ``/readyz`` on *metrics_host* while the flow runs (:mod:`edgeflow.observe.exporter`; in a cluster,
+    process *i* serves port + *i*), with *health*'s limits. *report_json* writes the final report as
+    strict JSON.
     """
     compiled = flow if isinstance(flow, CompiledFlow) else compile_flow(flow)
     dead_letters = compiled.flow.dead_letter_path
@@ -131,6 +131,18 @@ def run(
         snapshot_every_s=compiled.flow.snapshot_every_s,
     )
     stats = ctx.stats
+    stats.expected_bytes_in = _replay_bytes(compiled)
+    stats.set_ready(RUN, False)
+    port = metrics_port if metrics_port is not None else compiled.flow.metrics_port
+    server = None
+    if port is not None:
+        from edgeflow.observe.exporter import MetricsServer
+
+        if port and process_id:
+            port += process_id
+        server = MetricsServer(
+            stats, compiled.name, port=port, host=metrics_host, process=process_id or 0, health=health
+        )
     done = threading.Event()
     ticker = None
     if progress is not None:
@@ -149,6 +161,7 @@ def run(
     stopped: list[str] = []
     restore = _stop_on_signals(ctx, stopped) if handle_signals else None
     try:
+        stats.set_ready(RUN, True)  # models loaded when the flow compiled; sources say for themselves
         execute(compiled, ctx, workers=workers, process_id=process_id, addresses=addresses, sinks=sinks)
     finally:
         if restore is not None:
@@ -157,8 +170,38 @@ def run(
         done.set()
         if ticker is not None:
             ticker.join()
+        if server is not None:
+            server.close()
     windows = any(step.operator == "window" for step in compiled.order)
-    return RunReport(compiled.name, time.perf_counter() - started, stats, stopped[0] if stopped else None, windows)
+    report = RunReport(
+        compiled.name,
+        time.perf_counter() - started,
+        stats,
+        stopped[0] if stopped else None,
+        windows,
+        process=process_id if addresses else None,
+    )
+    if report_json is not None:
+        from edgeflow.observe.report import write_report
+
+        write_report(report_json, report)
+    return report
+
+
+def _replay_bytes(compiled: CompiledFlow) -> int | None:
+    """Bytes of input when every source replays a plain (not compressed) file: what progress is measured against."""
+    total = 0
+    for step in compiled.order:
+        if step.kind != "source":
+            continue
+        path = getattr(step.config, "path", None)
+        if step.operator != "replay" or path is None or Path(path).suffix == ".gz":
+            return None
+        try:
+            total += Path(path).stat().st_size
+        except OSError:
+            return None
+    return total or None
 
 
 def _stop_on_signals(ctx: RunContext, stopped: list[str]) -> Callable[[], None] | None:

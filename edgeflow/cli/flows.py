@@ -12,13 +12,20 @@ process. Mistakes in a flow file exit 4 with the file and line, an invalid flow 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +37,7 @@ from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED, EXIT_
 if TYPE_CHECKING:
     from edgeflow.compiler import CompiledFlow
     from edgeflow.metrics import FlowStats
+    from edgeflow.runtime import RunReport
 
 __all__ = ["compile_target", "register"]
 
@@ -93,15 +101,6 @@ def graph(
     typer.echo(text)
 
 
-def _progress_line(stats: FlowStats) -> str:
-    elapsed = max(time.monotonic() - stats.started, 1e-9)
-    return (
-        f"{stats.samples_in:>12,} samples  {stats.samples_in / elapsed:>10,.0f}/s  windows {stats.windows:,}  "
-        f"anomalous {stats.anomalies:,}  dead {stats.dead_letters}  "
-        f"p99 {stats.latency.percentile_us(99):,.0f} us"
-    )
-
-
 def run(
     ctx: typer.Context,
     target: FlowArg,
@@ -113,39 +112,127 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or report")] = False,
     progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress every second (default: on a terminal)")
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Live panel on a terminal, a line every second otherwise (default: terminal)",
+        ),
     ] = None,
     recovery_dir: Annotated[
         Path | None,
         typer.Option("--recovery-dir", help="Snapshot store: a restart resumes where a crash or stop left off"),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics, /healthz and /readyz on this port (process i of a cluster: port + i)",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address the metrics server listens on (127.0.0.1: this host only)")
+    ] = "0.0.0.0",  # Prometheus scrapes from another host, as its exporters do
+    health_uplink_s: Annotated[
+        float, typer.Option("--health-uplink-s", min=0, help="/healthz fails when a connection is down this long")
+    ] = 60.0,
+    health_stall_s: Annotated[
+        float,
+        typer.Option("--health-stall-s", min=0, help="/healthz fails when a source is silent this long (0: never)"),
+    ] = 60.0,
+    report_json: Annotated[
+        Path | None, typer.Option("--report-json", help="Write the final report as JSON to this file (for scripts, CI)")
+    ] = None,
+    cluster_dir: Annotated[Path | None, typer.Option("--cluster-dir", hidden=True)] = None,
 ) -> None:
     """Run a flow until its sources end (bytewax; one worker by default, cluster mode with -w/-p/-a)."""
+    from edgeflow.observe.health import HealthConfig
+
     debug = debug_enabled(ctx)
+    health = HealthConfig(uplink_down_s=health_uplink_s, stall_s=health_stall_s or None)
+    show = not quiet and (err.is_terminal if progress is None else progress)
     if processes > 1 and addresses is None:
-        raise typer.Exit(_spawn_cluster(target, processes, workers, quiet=quiet, debug=debug))
+        options = ["-w", str(workers), "--metrics-host", metrics_host]
+        options += ["--health-uplink-s", str(health_uplink_s), "--health-stall-s", str(health_stall_s)]
+        if metrics_port is not None:
+            options += ["--metrics-port", str(metrics_port)]
+        if recovery_dir is not None:
+            options += ["--recovery-dir", str(recovery_dir)]
+        code = _spawn_cluster(
+            target, processes, options, quiet=quiet, debug=debug, live=show and err.is_terminal, report_json=report_json
+        )
+        raise typer.Exit(code)
     compiled = compile_target(target, debug=debug)
     from edgeflow.runtime import run as run_flow
 
-    show = not quiet and (sys.stderr.isatty() if progress is None else progress)
+    ticks: Callable[[FlowStats], None] | None = None
+    view: AbstractContextManager[Any] = contextlib.nullcontext()
+    if cluster_dir is not None:  # a child of `edgeflow run -p N`: the parent shows and reports
+        from edgeflow.observe.cluster import write_status
+
+        folder, child = cluster_dir, process_id or 0
+
+        def ticks(stats: FlowStats) -> None:
+            write_status(folder, child, stats)
+
+    elif show and err.is_terminal:
+        from edgeflow.observe.live import LiveView
+
+        seen: list[FlowStats] = []  # the run's stats, once the run has made them
+
+        def ticks(stats: FlowStats) -> None:
+            if not seen:
+                seen.append(stats)
+
+        view = LiveView(compiled.name, lambda: [("", stats.to_json()) for stats in seen], err)
+    elif show:
+        from edgeflow.observe.live import status_line
+
+        def ticks(stats: FlowStats) -> None:
+            err.print(status_line(stats.to_json()), markup=False)
+
     try:
-        report = run_flow(
-            compiled,
-            workers=workers,
-            process_id=process_id,
-            addresses=addresses.split(";") if addresses else None,
-            progress=(lambda s: err.print(_progress_line(s))) if show else None,
-            recovery_dir=recovery_dir,
-        )
+        with view:
+            report = run_flow(
+                compiled,
+                workers=workers,
+                process_id=process_id,
+                addresses=addresses.split(";") if addresses else None,
+                progress=ticks,
+                progress_every_s=_tick_s(cluster_dir is not None, isinstance(view, contextlib.nullcontext)),
+                recovery_dir=recovery_dir,
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+                health=health,
+                report_json=report_json if cluster_dir is None else None,
+            )
     except FlowValidationError as exc:
         fail(f"invalid flow {compiled.flow.name!r}", exc, EXIT_INVALID, debug=debug)
     except (EdgeflowError, RuntimeError, OSError) as exc:
         fail(f"flow {compiled.flow.name!r} failed", _with_root_cause(exc), EXIT_FAILED, debug=debug)
+    if cluster_dir is not None:
+        from edgeflow.observe.report import save_part
+
+        save_part(cluster_dir, process_id or 0, report)
+        return
+    _finish(report, quiet=quiet)
+
+
+def _tick_s(child: bool, lines: bool) -> float:
+    """How often the run calls back: a child's status file and the live view often, progress lines every second."""
+    from edgeflow.observe.cluster import STATUS_EVERY_S
+
+    return STATUS_EVERY_S if child else (1.0 if lines else 0.1)
+
+
+def _finish(report: RunReport, *, quiet: bool) -> None:
+    """Print the report (unless *quiet*) and exit 5 when its result cannot be trusted."""
     if not quiet:
         for line in report.lines():
             err.print(line, markup=False)
     if report.problem is not None:
-        err.print(f"[red]no trustworthy result[/red] from flow {compiled.flow.name!r}: ", end="")
+        err.print(f"[red]no trustworthy result[/red] from flow {report.flow!r}: ", end="")
         err.print(report.problem, markup=False)
         raise typer.Exit(EXIT_NO_RESULT)
 
@@ -163,14 +250,107 @@ def _with_root_cause(exc: Exception) -> Exception:
     return told
 
 
-def _spawn_cluster(target: str, processes: int, workers: int, *, quiet: bool, debug: bool) -> int:
-    """Run *processes* copies of this command on local ports; each compiles the flow once for itself."""
+def _spawn_cluster(
+    target: str,
+    processes: int,
+    options: list[str],
+    *,
+    quiet: bool,
+    debug: bool,
+    live: bool,
+    report_json: Path | None,
+) -> int:
+    """Run *processes* copies of this command on local ports and report for all of them; return the exit code.
+
+    Each child compiles the flow once for itself, writes its status and final report to a
+    temporary folder, and prints only errors (bytewax's connection retries left out). The
+    children run in their own session: Ctrl-C or SIGTERM here is passed on once, so they stop
+    cleanly. A child that fails stops the others.
+    """
+    from edgeflow.observe.cluster import StderrForwarder, read_statuses
+    from edgeflow.observe.report import load_parts, merge_reports, write_report
+
     base = int(os.environ.get("EDGEFLOW_CLUSTER_PORT", "2101"))
     addresses = ";".join(f"127.0.0.1:{base + i}" for i in range(processes))
+    folder = Path(tempfile.mkdtemp(prefix="edgeflow-run-"))
     cmd = [sys.executable, "-m", "edgeflow", *(["--debug"] if debug else []), "run", target]
-    cmd += ["-w", str(workers), "-a", addresses, *(["--quiet"] if quiet else [])]
-    procs = [subprocess.Popen([*cmd, "-i", str(i)]) for i in range(processes)]
-    return max(p.wait() for p in procs)
+    cmd += ["-a", addresses, "--cluster-dir", str(folder), *options]
+    try:
+        procs = [
+            subprocess.Popen(
+                [*cmd, "-i", str(i)], stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True
+            )
+            for i in range(processes)
+        ]
+        forwarders = [StderrForwarder(p.stderr) for p in procs if p.stderr is not None]
+        view: AbstractContextManager[Any] = contextlib.nullcontext()
+        if live:
+            from edgeflow.observe.live import LiveView
+
+            view = LiveView(target, lambda: read_statuses(folder, processes), err)
+        with view, _passing_signals_to(procs):
+            codes = _wait_for(procs)
+        for forwarder in forwarders:
+            forwarder.join(timeout=5)
+        failed = [code for code in codes if code > 0]
+        if failed:
+            return failed[0]
+        if any(code < 0 for code in codes):
+            return EXIT_FAILED
+        parts = load_parts(folder, processes)
+        missing = [i for i, part in enumerate(parts) if part is None]
+        if missing:
+            err.print(f"[red]no report[/red] from process {', '.join(map(str, missing))} of flow {target!r}")
+            return EXIT_FAILED
+        report = merge_reports([part for part in parts if part is not None])
+        if report_json is not None:
+            write_report(report_json, report)
+        try:
+            _finish(report, quiet=quiet)
+        except typer.Exit as done:
+            return int(done.exit_code)
+        return 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for(procs: list[subprocess.Popen[str]], grace_s: float = 3.0) -> list[int]:
+    """Wait for every child; once one fails, stop the others (SIGTERM, then SIGKILL after *grace_s*)."""
+    first_failure: float | None = None
+    while True:
+        codes = [p.poll() for p in procs]
+        if all(code is not None for code in codes):
+            return [int(code) for code in codes if code is not None]
+        if first_failure is None and any(code not in (None, 0) for code in codes):
+            first_failure = time.monotonic()
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        elif first_failure is not None and time.monotonic() - first_failure > grace_s:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _passing_signals_to(procs: list[subprocess.Popen[str]]) -> Iterator[None]:
+    """While the children run, SIGINT and SIGTERM here are sent on to them (once each), not acted on here."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def init(directory: Annotated[Path, typer.Argument(help="New project folder")]) -> None:
