@@ -32,6 +32,7 @@ __all__ = [
     "Link",
     "SensorFlags",
     "SourceState",
+    "is_loss",
     "reason_class",
 ]
 
@@ -314,6 +315,19 @@ class Link:
     """``time.monotonic()`` of the last change."""
 
 
+LOSS_WORDS = ("dropped", "lost", "overflow", "rejected", "shed", "discarded")
+"""A counter whose name holds one of these counts data that did not make it."""
+
+
+def is_loss(counter: str) -> bool:
+    """Whether a counter counts data that did not make it (reports list every such counter that is non-zero).
+
+    >>> is_loss("mqtt.sink_dropped"), is_loss("mqtt.reconnects")
+    (True, False)
+    """
+    return any(word in counter for word in LOSS_WORDS)
+
+
 _PREFIX = re.compile(r"^(?:line \d+|topic '[^']*'|topic \"[^\"]*\"): ")
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d)?")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
@@ -573,7 +587,9 @@ class FlowStats:
         >>> again.windows, again.counts
         (4, {'x': 2})
         """
-        stats = cls(**{name: int(data[name]) for name in cls().counters() if name in data})
+        stats = cls()
+        for name in stats.counters():
+            setattr(stats, name, int(data.get(name, 0)))
         stats.counts = {str(k): int(v) for k, v in data.get("counts", {}).items()}
         stats.problems = list(data.get("problems", []))
         stats.started = time.monotonic() - float(data.get("elapsed_s") or 0.0)
