@@ -28,6 +28,9 @@ The pipeline, deterministic (fixed seeds, one thread):
    F1-optimal range, geometric), and F1 is measured on the held-out recording.
    The build fails unless the int8 file is at most 25 % of the float32
    baseline and its F1 within 1 point of the float32 baseline's.
+6. **Sign.** The manifest (every file's SHA-256 and every setting) is signed
+   with Ed25519 (``--key``, else ``$EDGEFLOW_SIGNING_KEY``, else the repository's
+   TEST key ``models/keys/TEST-ONLY-ed25519.key``), so gateways can verify it.
 """
 
 from __future__ import annotations
@@ -263,9 +266,13 @@ def _evaluate(manifest: Path, variant: str, val: Dataset, test: Dataset) -> tupl
 # ----------------------------------------------------------------------------- pipeline
 
 
-def build(out_dir: str | Path = ROOT / "models", *, log: Any = print) -> BuildReport:
-    """Run the whole pipeline and write ``<out_dir>/pump_ae/``; return the manifest path and the report table."""
+TEST_KEY = ROOT / "models" / "keys" / "TEST-ONLY-ed25519.key"
+
+
+def build(out_dir: str | Path = ROOT / "models", *, log: Any = print, key: str | Path | None = None) -> BuildReport:
+    """Run the whole pipeline and write ``<out_dir>/pump_ae/``, signed with *key*; return the manifest and table."""
     from edgeflow.model import Manifest, sha256_of
+    from edgeflow.model.verify import sign_model
 
     started = time.perf_counter()
     target = Path(out_dir) / NAME
@@ -359,6 +366,11 @@ def build(out_dir: str | Path = ROOT / "models", *, log: Any = print) -> BuildRe
     if not manifest["checks"]["passed"]:
         msg = f"the model misses its targets: {manifest['checks']}"
         raise RuntimeError(msg)
+    key = Path(key or os.environ.get("EDGEFLOW_SIGNING_KEY") or TEST_KEY)
+    signed = sign_model(path, key)
+    assert signed.signer is not None
+    test = " (a TEST key: sign releases with your own, --key)" if signed.signer.test_key else ""
+    log(f"signed {signed.model_id} with {signed.signer.key_name} ({signed.signer.key_id}){test}")
     return BuildReport(path, table, time.perf_counter() - started)
 
 
@@ -393,9 +405,14 @@ def _table(manifest: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python models/build.py [OUT_DIR]``."""
-    args = sys.argv[1:] if argv is None else argv
-    report = build(args[0] if args else ROOT / "models")
+    """Command line: ``python models/build.py [OUT_DIR] [--key KEY]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    key = None
+    if "--key" in args:
+        at = args.index("--key")
+        key = args[at + 1]
+        del args[at : at + 2]
+    report = build(args[0] if args else ROOT / "models", key=key)
     print(f"wrote {report.manifest} in {report.seconds:.1f} s")
     return 0
 

@@ -41,6 +41,7 @@ from typing import Protocol
 import numpy as np
 
 from edgeflow.model.manifest import Manifest
+from edgeflow.model.signing import Signer
 from edgeflow.model.tensors import TensorSpec
 
 __all__ = ["ModelHandler", "ModelInfo", "missing_members"]
@@ -59,15 +60,29 @@ class ModelInfo:
     outputs: tuple[TensorSpec, ...]
     threshold: float | None
     manifest: Manifest | None = None
+    signer: Signer | None = None
+    """Who signed the manifest, when it was verified against trusted keys (``None``: not verified)."""
+    digest: str = ""
+    """SHA-256 of the manifest's content without its signature (of the file for a bare model): what it *is*."""
 
     @property
     def model_id(self) -> str:
-        """``name@version``, carried by every score the model produces."""
-        return f"{self.name}@{self.version}"
+        """``name@version/variant`` (``name@version`` without a manifest): carried by every score the model produces.
+
+        A gateway refuses a version number it already runs with other content, so the id names exactly one model.
+        """
+        base = f"{self.name}@{self.version}"
+        return f"{base}/{self.variant}" if self.manifest is not None else base
 
     def lines(self) -> list[str]:
         """Readable description."""
-        out = [f"{self.model_id} ({self.variant}) {self.path} sha256 {self.sha256[:16]}..."]
+        shown = self.model_id if self.manifest is not None else f"{self.model_id} ({self.variant})"
+        out = [f"{shown} {self.path} sha256 {self.sha256[:16]}..."]
+        if self.signer is not None:
+            test = "  [TEST KEY: anyone with the repository can sign with it]" if self.signer.test_key else ""
+            until = f", expires {self.signer.expires}" if self.signer.expires else ""
+            signer = self.signer
+            out.append(f"  signed by {signer.key_name} ({signer.key_id}) at {signer.signed_at}{until}{test}")
         out += [f"  input  {t.name}: {t.describe()}" for t in self.inputs]
         out += [f"  output {t.name}: {t.describe()}" for t in self.outputs]
         if self.threshold is not None:

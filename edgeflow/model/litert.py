@@ -7,6 +7,11 @@ interpreter runs, and :meth:`LiteRTModelHandler.worker_copy` gives another
 worker thread its own interpreter over those bytes without reading or checking
 them again (LiteRT interpreters are not thread-safe).
 
+With *trusted_keys* the manifest must carry a valid signature by one of them
+(:mod:`edgeflow.model.signing`), checked on the very bytes that are then used;
+a bare ``.tflite`` file cannot be verified and is refused. Every file a manifest
+names must lie inside its folder.
+
 >>> handler = LiteRTModelHandler("models/pump_ae/manifest.json")
 >>> info = handler.load_model()
 >>> info.model_id.startswith("pump_ae@"), info.inputs[0].dtype, info.inputs[0].shape
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +32,13 @@ import numpy as np
 
 from edgeflow.model.errors import ModelLoadError
 from edgeflow.model.handler import ModelInfo
-from edgeflow.model.manifest import Manifest, load_manifest
+from edgeflow.model.manifest import Manifest, contained_path, read_manifest
 from edgeflow.model.reload import ReloadWatch, Stamp, file_stamp, watched_stamp
+from edgeflow.model.signing import SignatureError, Signer, TrustedKeys, content_digest, verify_document
 from edgeflow.model.tensors import TensorSpec
+from edgeflow.model.versions import compare_versions
 
-__all__ = ["LiteRTModelHandler"]
+__all__ = ["LiteRTModelHandler", "version_problem"]
 
 _INSTALL_HINT = "install the inference runtime with: pip install 'edgeflow[infer]'"
 
@@ -48,6 +56,31 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
     shape = tuple(int(d) for d in detail.get("shape_signature", detail["shape"]))
     scale, zero_point = detail["quantization"]
     return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
+
+
+def version_problem(new: ModelInfo, running: ModelInfo, *, allow_downgrade: bool = False) -> str | None:
+    """Why *new* may not replace *running* by version number (``None`` if it may).
+
+    Older than the running version: a downgrade (refused unless *allow_downgrade*). The same number with other
+    content: refused, since then one id would name two models. Versions of other models are not compared.
+    """
+    if new.manifest is None or running.manifest is None or new.name != running.name:
+        return None
+    try:
+        order = compare_versions(new.version, running.version)
+    except ValueError as exc:
+        return str(exc)
+    if order < 0 and not allow_downgrade:
+        return (
+            f"version {new.version} is older than the running {running.version} (a downgrade); "
+            "publish a newer version, or allow downgrades explicitly"
+        )
+    if order == 0 and new.version == running.version and new.digest != running.digest:
+        return (
+            f"version {new.version} is already running with other content (content digest {running.digest[:12]}... "
+            f"vs {new.digest[:12]}...); give every change a new version number"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +108,11 @@ class LiteRTModelHandler:
     file from the manifest (default: its ``default``). Batches of up to
     *max_batch* rows run as one invoke (the batch dimension is resized, which
     costs a few microseconds, only when the batch size changes).
+
+    *trusted_keys*: verify the manifest's signature (``None``: accept unsigned
+    models). *check_expiry*: refuse an expired signature (a version a gateway
+    already accepted is reloaded with ``False``). :meth:`swap` refuses an older
+    version than the running one unless *allow_downgrade*.
     """
 
     def __init__(
@@ -84,11 +122,20 @@ class LiteRTModelHandler:
         variant: str | None = None,
         num_threads: int = 1,
         max_batch: int = 64,
+        trusted_keys: TrustedKeys | None = None,
+        check_expiry: bool = True,
+        allow_downgrade: bool = False,
+        now: datetime | None = None,
     ) -> None:
         self.source = Path(source)
         self.variant = variant
         self.num_threads = num_threads
         self.max_batch = max_batch
+        self.trusted_keys = trusted_keys
+        self.check_expiry = check_expiry
+        self.allow_downgrade = allow_downgrade
+        self.now = now
+        """The time signatures are checked against (``None``: the clock); for tests and replays."""
         self._loaded: _Loaded | None = None
         self._batch = 0
         self._watch = ReloadWatch()
@@ -124,29 +171,56 @@ class LiteRTModelHandler:
         (True, array([ True]))
         """
         loaded = self._current()
-        twin = LiteRTModelHandler(
-            self.source, variant=self.variant, num_threads=self.num_threads, max_batch=self.max_batch
-        )
+        twin = self.configured_like(self.source)
         twin._loaded = replace(loaded, interpreter=self._interpreter(loaded.info.path, loaded.content))
         twin._batch = 0  # a fresh interpreter has the file's own input shape: resize on the first batch
         twin._watch.rejected = self._watch.rejected
         return twin
 
-    def _read(self, source: Path) -> tuple[Path, str, Manifest | None, bytes, str]:
-        """Find the model file *source* names; return it, its variant, the manifest, its bytes and their sha256."""
+    def configured_like(self, source: str | Path) -> LiteRTModelHandler:
+        """Return a new, unloaded handler for *source* with this one's settings (variant, threads, keys...)."""
+        return LiteRTModelHandler(
+            source,
+            variant=self.variant,
+            num_threads=self.num_threads,
+            max_batch=self.max_batch,
+            trusted_keys=self.trusted_keys,
+            check_expiry=self.check_expiry,
+            allow_downgrade=self.allow_downgrade,
+            now=self.now,
+        )
+
+    def _read(self, source: Path) -> tuple[Path, str, Manifest | None, bytes, str, Signer | None, str]:
+        """Find, verify and read the model file *source* names.
+
+        Returns the file, its variant, the manifest, its bytes, their sha256, the signer and the content digest.
+        """
         if not source.is_file():
             msg = f"model file {str(source)!r} does not exist (looked from {Path.cwd()})"
             raise ModelLoadError(msg)
         if source.suffix != ".json":
+            if self.trusted_keys is not None:
+                msg = f"model {str(source)!r} is a bare model file, which cannot be verified: {self._unsigned_hint()}"
+                raise SignatureError(msg)
             content = source.read_bytes()
-            return source, self.variant or "file", None, content, hashlib.sha256(content).hexdigest()
-        manifest = load_manifest(source)
+            digest = hashlib.sha256(content).hexdigest()
+            return source, self.variant or "file", None, content, digest, None, digest
+        raw, manifest = read_manifest(source)
+        signer = None
+        if self.trusted_keys is not None:
+            try:
+                signer = verify_document(raw, self.trusted_keys, now=self.now, check_expiry=self.check_expiry)
+            except SignatureError as exc:
+                msg = f"model {str(source)!r} is refused: {exc}"
+                raise SignatureError(msg) from None
         variant = self.variant or manifest.default
         if variant not in manifest.variants:
             msg = f"manifest {str(source)!r} has no variant {variant!r}; it has {sorted(manifest.variants)}"
             raise ModelLoadError(msg)
+        for other in manifest.variants.values():
+            contained_path(source.parent, other.file)
         entry = manifest.variants[variant]
-        path = source.parent / entry.file
+        path = contained_path(source.parent, entry.file)
         if not path.is_file():
             msg = f"model file {str(path)!r} named by {str(source)!r} does not exist"
             raise ModelLoadError(msg)
@@ -158,11 +232,18 @@ class LiteRTModelHandler:
                 f"but the manifest pins {entry.sha256[:12]}..."
             )
             raise ModelLoadError(msg)
-        return path, variant, manifest, content, digest
+        return path, variant, manifest, content, digest, signer, content_digest(raw)
+
+    def _unsigned_hint(self) -> str:
+        keys = self.trusted_keys.source if self.trusted_keys is not None else "-"
+        return (
+            f"put it in a folder with a manifest.json and sign it (`edgeflow model sign`) with a key trusted here "
+            f"({keys}), or pass trusted_keys=None to run unverified models (development only)"
+        )
 
     def _load(self, source: Path) -> _Loaded:
         """Read, check, load and smoke-test the model *source* names: the one place a model is loaded."""
-        path, variant, manifest, content, digest = self._read(source)
+        path, variant, manifest, content, digest, signer, manifest_digest = self._read(source)
         stamp = file_stamp(source, path)
         if manifest is not None:
             name, version = manifest.name, manifest.version
@@ -180,7 +261,9 @@ class LiteRTModelHandler:
             if spec.dtype not in ("int8", "uint8", "float32"):
                 msg = f"model {str(path)!r} tensor {spec.name!r} is {spec.dtype}; supported: int8, uint8, float32"
                 raise ModelLoadError(msg)
-        info = ModelInfo(name, version, variant, path, digest, inputs, outputs, threshold, manifest)
+        info = ModelInfo(
+            name, version, variant, path, digest, inputs, outputs, threshold, manifest, signer, manifest_digest
+        )
         mean = std = None
         symlog = reconstruction = False
         if manifest is not None:
@@ -334,6 +417,11 @@ class LiteRTModelHandler:
                 f"model {str(new_source)!r} takes input {new_in.shape} but the running model "
                 f"{old.info.model_id} takes {old_in.shape} with the same features; a swap must keep the input"
             )
+            raise ModelLoadError(msg)
+        problem = version_problem(loaded.info, old.info, allow_downgrade=self.allow_downgrade)
+        if problem is not None:
+            self._watch.rejected = loaded.stamp
+            msg = f"model {str(new_source)!r} is refused: {problem}"
             raise ModelLoadError(msg)
         self.source = new_source
         self._loaded, self._batch, self._watch.rejected = loaded, 1, None

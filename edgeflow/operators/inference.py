@@ -18,15 +18,26 @@ run through the model as one batch (one interpreter invoke for up to
 ``max_batch`` windows), fused with the features step before it; a lone window
 runs at once, nothing is ever held back waiting for company. While the flow
 runs, a window whose features are not finite, or a batch the runtime fails on,
-becomes a dead letter; with ``reload_check_s`` the step watches the model file
-and swaps in a new version, keeping the old model (and sending one dead letter)
-when the new one is damaged.
+becomes a dead letter.
+
+**Updates you can trust.** A model given as a path must be signed by one of the
+``trusted_keys`` (default: ``$EDGEFLOW_TRUSTED_KEYS``, else ``models/keys``); an
+unsigned, changed, wrongly signed or expired manifest is refused naming the reason.
+With ``reload_check_s`` the step watches the model file, and with ``store`` a
+gateway's model store (``edgeflow model deploy``, the MQTT agent: :mod:`edgeflow.ota`);
+a new verified version first *shadows* the active one for ``shadow.windows`` windows
+(scored beside it, compared, never emitted), is promoted between two batches when
+the gates pass, and watched for ``shadow.health_windows`` more with the old version
+scoring in the background: a breach rolls it back. Every refusal or rollback keeps
+the running model scoring, sends one dead letter, prints one line and counts
+(``infer.swaps``, ``infer.swap_rejected``, ``infer.rollbacks``).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +49,27 @@ from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Flow, MapLogic, Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
 from edgeflow.model import LiteRTModelHandler, ModelHandler, ModelInfo, ModelLoadError, missing_members
+from edgeflow.model.signing import SignatureError, TrustedKeys
+from edgeflow.ota.gates import Gates, GateWatch
+from edgeflow.ota.slot import ModelSlot, Runner, SlotState, Version
+from edgeflow.ota.store import ModelStore
 from edgeflow.records import DeadLetter, Scored, Window
 
-__all__ = ["InferConfig", "InferLogic", "PreparedModel", "infer"]
+__all__ = ["DEFAULT_TRUSTED_KEYS", "TRUSTED_KEYS_ENV", "InferConfig", "InferLogic", "PreparedModel", "infer"]
 
 _PROTOCOL = "info, load_model(), run_inference(batch), score(batch), swap(source)"
 _LITERT_DEFAULTS = {"variant": None, "num_threads": 1, "max_batch": 64}
+DEFAULT_TRUSTED_KEYS = "models/keys"
+"""Where trusted public keys are looked for unless ``trusted_keys=`` or ``$EDGEFLOW_TRUSTED_KEYS`` says otherwise."""
+TRUSTED_KEYS_ENV = "EDGEFLOW_TRUSTED_KEYS"
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_DEFAULT: Any = _Default()
 
 
 class InferConfig(BaseModel):
@@ -62,7 +88,16 @@ class InferConfig(BaseModel):
     max_batch: PositiveInt = Field(default=64, le=4096)
     """Most windows run in one invoke."""
     reload_check_s: NonNegativeFloat | None = None
-    """Check the model file for a new version at most this often (seconds); ``None`` never checks."""
+    """Check the model file (and the store) for a new version at most this often (seconds); ``None``: never,
+    or every second with a ``store``."""
+    trusted_keys: Path | tuple[Path, ...] | None = Path(DEFAULT_TRUSTED_KEYS)
+    """Folder of trusted ``*.pub`` keys (or the files); ``None`` runs unsigned models (development only)."""
+    allow_downgrade: bool = False
+    """Accept an update with an older version number than the running one."""
+    store: Path | None = None
+    """A gateway's model store (:class:`~edgeflow.ota.store.ModelStore`): updates, and what survives a restart."""
+    shadow: Gates | None = Gates()
+    """Gates a new version passes before and after promotion; ``None`` switches at once (not recommended)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +112,15 @@ class PreparedModel:
     """The anomaly threshold in force: the ``threshold`` setting, else the model's own."""
     turns: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     """Serialises batches on a handler that has no ``worker_copy()`` (shared by every run)."""
+    initial: SlotState | None = None
+    """For a model given as a path: the versions a run starts on (the store's active one after a restart)."""
+    load: Callable[[Path, bool], Version] | None = field(default=None, repr=False, compare=False)
+    """Loads and verifies an update the way the compile-time check did."""
+    last_good: Version | None = None
+    seq: int = 0
+    """The newest store request already handled."""
+    rejected: Mapping[str, str] = field(default_factory=dict)
+    """Refused versions (content digest -> why), from the store."""
 
 
 class InferLogic:
@@ -96,7 +140,14 @@ class InferLogic:
     ['DeadLetter', 'Scored']
     """
 
-    def __init__(self, step_id: str, cfg: InferConfig, prepared: PreparedModel, stats: FlowStats) -> None:
+    def __init__(
+        self,
+        step_id: str,
+        cfg: InferConfig,
+        prepared: PreparedModel,
+        stats: FlowStats,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self._step_id = step_id
         self._cfg = cfg
         self._prepared = prepared
@@ -104,6 +155,26 @@ class InferLogic:
         self._copy = getattr(prepared.handler, "worker_copy", None)
         self._spare: list[ModelHandler] = []
         """Copies of the compiled handler not in use now (``list.pop``/``append`` are atomic)."""
+        self._runners: list[Runner] = []
+        self.slot: ModelSlot | None = None
+        """The versions this run scores with (a model given as a path); ``None`` for a handler object."""
+        if prepared.initial is not None and prepared.load is not None:
+            poll = cfg.reload_check_s if cfg.reload_check_s is not None else (1.0 if cfg.store is not None else None)
+            self.slot = ModelSlot(
+                step_id,
+                prepared.initial,
+                load=prepared.load,
+                gates=cfg.shadow,
+                stats=stats,
+                store=None if cfg.store is None else ModelStore(cfg.store),
+                watch_path=cfg.source if cfg.reload_check_s is not None else None,
+                poll_s=poll,
+                allow_downgrade=cfg.allow_downgrade,
+                last_good=prepared.last_good,
+                seq=prepared.seq,
+                rejected=dict(prepared.rejected),
+                notify=notify,
+            )
 
     def _threshold(self, info: ModelInfo) -> float:
         if self._cfg.threshold is not None:
@@ -126,6 +197,15 @@ class InferLogic:
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
         """Score the windows; non-finite feature vectors and failed invokes become dead letters."""
+        if self.slot is not None:
+            try:
+                runner = self._runners.pop()
+            except IndexError:  # every runner is busy in another thread (or this is the first batch): one more
+                runner = Runner()
+            try:
+                return self._score_slot(self.slot, runner, windows)
+            finally:
+                self._runners.append(runner)
         if self._copy is None:
             with self._prepared.turns:
                 return self._score(self._prepared.handler, windows)
@@ -138,19 +218,50 @@ class InferLogic:
         finally:
             self._spare.append(handler)
 
-    def _score(self, handler: ModelHandler, windows: list[Window]) -> list[Any]:
-        out = self._refresh(handler, windows[0].sensor)
+    def _finite(self, windows: list[Window], out: list[Any]) -> tuple[list[Window], np.ndarray]:
+        """Return the windows with finite feature vectors and their features; others become dead letters in *out*."""
         # a lone window (the usual case when paced) skips the copy into a new batch array
         feats = windows[0].features[None, :] if len(windows) == 1 else np.stack([w.features for w in windows])  # type: ignore[index,misc]
-        ok = windows
         finite = np.isfinite(feats).all(axis=1)
-        if not finite.all():
-            ok = [w for w, good in zip(windows, finite, strict=True) if good]
-            for w in (w for w, good in zip(windows, finite, strict=True) if not good):
-                out.append(DeadLetter(self._step_id, "non-finite feature vector", repr(w.features), w.sensor))
-            feats = feats[finite]
-            if not ok:
-                return out
+        if finite.all():
+            return windows, feats
+        for w in (w for w, good in zip(windows, finite, strict=True) if not good):
+            out.append(DeadLetter(self._step_id, "non-finite feature vector", repr(w.features), w.sensor))
+        return [w for w, good in zip(windows, finite, strict=True) if good], feats[finite]
+
+    def _score_slot(self, slot: ModelSlot, runner: Runner, windows: list[Window]) -> list[Any]:
+        out: list[Any] = []
+        while slot.notes:  # rejections and rollbacks decided since the last batch: one dead letter each
+            try:
+                reason, payload = slot.notes.pop(0)
+            except IndexError:  # another thread took it
+                break
+            out.append(DeadLetter(self._step_id, reason, payload, windows[0].sensor))
+        ok, feats = self._finite(windows, out)
+        if not ok:
+            return out
+        try:
+            outcome = slot.score(runner, feats)
+        except Exception as exc:  # the runtime failing on one batch must not stop the flow
+            self._stats.count("infer.failed", len(ok))
+            reason = f"inference with {slot.state.active.model_id} failed: {type(exc).__name__}: {exc}"
+            return out + [DeadLetter(self._step_id, reason, repr(w.features), w.sensor) for w in ok]
+        model_id = outcome.version.model_id
+        for w, score, flag in zip(ok, outcome.scores.tolist(), outcome.flags.tolist(), strict=True):
+            out.append(Scored(w, score, flag, model_id))
+        per_invoke = getattr(outcome.version.handler, "invocations_per_batch", None) or len(ok)
+        self._stats.count("infer.batches", -(-len(ok) // per_invoke))
+        self._stats.count("infer.windows", len(ok))
+        anomalies = int(np.count_nonzero(outcome.flags))
+        if anomalies:
+            self._stats.add(anomalies=anomalies)
+        return out
+
+    def _score(self, handler: ModelHandler, windows: list[Window]) -> list[Any]:
+        out = self._refresh(handler, windows[0].sensor)
+        ok, feats = self._finite(windows, out)
+        if not ok:
+            return out
         info = handler.info
         try:
             scores = handler.score(feats)
@@ -182,11 +293,17 @@ def infer(
     num_threads: int = 1,
     max_batch: int = 64,
     reload_check_s: float | None = None,
+    trusted_keys: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = _DEFAULT,
+    allow_downgrade: bool = False,
+    store: str | os.PathLike[str] | None = None,
+    shadow: Gates | Mapping[str, Any] | None = _DEFAULT,
 ) -> Stream:
     """Score each window's features with *model* (a manifest, a ``.tflite`` file or a handler); emit scored windows.
 
     *variant*, *num_threads* and *max_batch* shape the LiteRT handler made from a path; a handler object
-    brings its own.
+    brings its own. *trusted_keys* (default ``$EDGEFLOW_TRUSTED_KEYS`` or ``models/keys``) verify a model
+    given as a path; *store* and *reload_check_s* bring updates, which pass the *shadow* gates
+    (:class:`~edgeflow.ota.gates.Gates`, or a dict of its fields) before and after they take over.
 
     >>> from edgeflow import Flow
     >>> from edgeflow.compiler import compile_flow
@@ -202,18 +319,31 @@ def infer(
     edgeflow.errors.FlowValidationError: step 'model': ...: the model takes input shape (batch, 14) int8 ...
     """
     handler = None if isinstance(model, (str, os.PathLike)) else _as_handler(step_id, model)
-    cfg: InferConfig = build_config(
-        step_id,
-        InferConfig,
-        source=None if handler is not None else model,
-        variant=variant,
-        threshold=threshold,
-        num_threads=num_threads,
-        max_batch=max_batch,
-        reload_check_s=reload_check_s,
-    )
+    explicit = {
+        name: value
+        for name, value in (("trusted_keys", trusted_keys), ("store", store), ("allow_downgrade", allow_downgrade))
+        if value is not _DEFAULT and value not in (None, False)
+    }
+    if trusted_keys is _DEFAULT:
+        trusted_keys = os.environ.get(TRUSTED_KEYS_ENV) or DEFAULT_TRUSTED_KEYS
+    settings: dict[str, Any] = {
+        "source": None if handler is not None else model,
+        "variant": variant,
+        "threshold": threshold,
+        "num_threads": num_threads,
+        "max_batch": max_batch,
+        "reload_check_s": reload_check_s,
+        "trusted_keys": trusted_keys
+        if isinstance(trusted_keys, (str, os.PathLike, type(None)))
+        else tuple(trusted_keys),
+        "allow_downgrade": allow_downgrade,
+        "store": store,
+    }
+    if shadow is not _DEFAULT:
+        settings["shadow"] = shadow
+    cfg: InferConfig = build_config(step_id, InferConfig, **settings)
     if handler is not None:
-        _check_handler_settings(step_id, handler, cfg)
+        _check_handler_settings(step_id, handler, cfg, explicit)
     flow, upstream = up.flow, up.step_id
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
@@ -226,7 +356,7 @@ def infer(
         return _prepare(step_id, cfg, handler, features)
 
     def build(ctx: StepContext) -> MapLogic:
-        logic = InferLogic(step_id, cfg, ctx.prepared, ctx.run.stats)
+        logic = InferLogic(step_id, cfg, ctx.prepared, ctx.run.stats, notify=_terminal_line)
         return MapLogic(batch=logic.on_batch)
 
     return flow.add_step(
@@ -246,12 +376,24 @@ def _as_handler(step_id: str, model: Any) -> ModelHandler:
     return model  # type: ignore[no-any-return]
 
 
-def _check_handler_settings(step_id: str, handler: Any, cfg: InferConfig) -> None:
+def _terminal_line(line: str) -> None:
+    from edgeflow.terminal import err
+
+    err.print(line, markup=False)
+
+
+def _check_handler_settings(step_id: str, handler: Any, cfg: InferConfig, explicit: Mapping[str, Any]) -> None:
     for name, default in _LITERT_DEFAULTS.items():
         value = getattr(cfg, name)
         if value != default:
             problem = f"{name} shapes the LiteRT handler made from a path, but model= is a {type(handler).__name__}"
             raise FlowValidationError(step_id, name, value, problem, hint=f"set {name} on the handler you pass")
+    for name, value in explicit.items():
+        problem = (
+            f"{name} applies to a model given as a path (signed manifests, the model store), but model= is a "
+            f"{type(handler).__name__}"
+        )
+        raise FlowValidationError(step_id, name, value, problem, hint="verify and update the model in your handler")
     if cfg.reload_check_s is not None and not callable(getattr(type(handler), "refresh", None)):
         problem = f"watching for model updates needs refresh(min_interval_s), which {type(handler).__name__} lacks"
         raise FlowValidationError(
@@ -288,17 +430,8 @@ def _resolved_schema(flow: Flow, step_id: str) -> Schema:
 def _prepare(step_id: str, cfg: InferConfig, given: ModelHandler | None, features: tuple[str, ...]) -> PreparedModel:
     """Load and verify the model once; raise :class:`FlowValidationError` naming the step if it cannot serve."""
     if given is None:
-        assert cfg.source is not None
-        handler: ModelHandler = LiteRTModelHandler(
-            cfg.source, variant=cfg.variant, num_threads=cfg.num_threads, max_batch=cfg.max_batch
-        )
-        shown: Any = str(cfg.source)
-        if not cfg.source.exists():
-            hint = "build it with `edgeflow model build`, or check the path"
-        else:
-            hint = "rebuild the model or restore the file; `edgeflow model info PATH` shows what is wrong"
-    else:
-        handler, shown, hint = given, given, f"fix what {type(given).__name__}.load_model() reports"
+        return _prepare_path(step_id, cfg, features)
+    handler, shown, hint = given, given, f"fix what {type(given).__name__}.load_model() reports"
     try:
         info = handler.load_model()
     except ModelLoadError as exc:
@@ -314,6 +447,130 @@ def _prepare(step_id: str, cfg: InferConfig, given: ModelHandler | None, feature
         )
     _check_scores(step_id, handler, info, shown)
     return PreparedModel(handler, info, threshold)
+
+
+class _NoThreshold(ModelLoadError):
+    """A model without a threshold, where the flow sets none either."""
+
+
+def _trusted(step_id: str, cfg: InferConfig) -> TrustedKeys | None:
+    if cfg.trusted_keys is None:
+        return None
+    where = cfg.trusted_keys
+    try:
+        return TrustedKeys.load(list(where) if isinstance(where, tuple) else where)
+    except SignatureError as exc:
+        hint = (
+            f"make a key pair with `edgeflow model keygen NAME --out {DEFAULT_TRUSTED_KEYS}`, sign the model with "
+            f"`edgeflow model sign`, and give the public key's folder as trusted_keys= (or ${TRUSTED_KEYS_ENV}); "
+            "trusted_keys=None runs unsigned models (development only)"
+        )
+        shown = [str(p) for p in where] if isinstance(where, tuple) else str(where)
+        raise FlowValidationError(step_id, "trusted_keys", shown, str(exc), hint=hint) from None
+
+
+def _prepare_path(step_id: str, cfg: InferConfig, features: tuple[str, ...]) -> PreparedModel:
+    """Verify and load the model a path names (or the store's active version after a restart)."""
+    assert cfg.source is not None
+    trusted = _trusted(step_id, cfg)
+
+    def load(path: Path, check_expiry: bool) -> Version:
+        handler = LiteRTModelHandler(
+            path,
+            variant=cfg.variant,
+            num_threads=cfg.num_threads,
+            max_batch=cfg.max_batch,
+            trusted_keys=trusted,
+            check_expiry=check_expiry,
+            allow_downgrade=cfg.allow_downgrade,
+        )
+        info = handler.load_model()
+        threshold = cfg.threshold if cfg.threshold is not None else info.threshold
+        if threshold is None:
+            msg = f"the model {info.model_id} has no manifest threshold"
+            raise _NoThreshold(msg)
+        return Version(handler, info, threshold, path)
+
+    store = None if cfg.store is None else ModelStore(cfg.store)
+    state: dict[str, Any] = {}
+    if store is not None:
+        try:
+            state = store.state()
+        except ModelLoadError as exc:
+            _terminal_line(f"model {step_id!r}: {exc}; starting on {cfg.source}")
+    rejected = dict(state.get("rejected", {}))
+    kept: dict[str, Version] = {}
+    for key in ("active", "last_good"):
+        entry = state.get(key)
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("digest") in rejected:
+            continue
+        try:
+            version = load(Path(str(entry["path"])), False)  # accepted before: its signature may have expired since
+        except (ModelLoadError, KeyError) as exc:
+            _terminal_line(f"model {step_id!r}: the store's {key} version cannot be used: {exc}")
+            continue
+        if version.info.digest != entry.get("digest"):
+            _terminal_line(f"model {step_id!r}: the store's {key} version {str(entry.get('path'))!r} changed on disk")
+            continue
+        kept[key] = version
+    if "active" in kept:
+        active = kept["active"]
+    elif "last_good" in kept:
+        active = kept["last_good"]
+        _terminal_line(f"model {step_id!r}: coming back on the last good version {active.model_id}")
+    else:
+        active = _load_source(step_id, cfg, load)
+    _check_input(step_id, active.info, features)
+    _warn_test_key(step_id, active.info)
+    last_good = kept.get("last_good")
+    if last_good is not None and last_good.info.digest == active.info.digest:
+        last_good = None
+    initial = SlotState(active)
+    if state.get("phase") == "watch" and last_good is not None and cfg.shadow is not None and cfg.shadow.health_windows:
+        initial = SlotState(active, last_good, "watch", GateWatch(cfg.shadow, cfg.shadow.health_windows))
+        _terminal_line(
+            f"model {step_id!r}: resuming the health watch of {active.model_id} (last good {last_good.model_id})"
+        )
+    return PreparedModel(
+        active.handler,
+        active.info,
+        active.threshold,
+        initial=initial,
+        load=load,
+        last_good=last_good,
+        seq=int(state.get("seq", 0) or 0),
+        rejected=rejected,
+    )
+
+
+def _load_source(step_id: str, cfg: InferConfig, load: Callable[[Path, bool], Version]) -> Version:
+    assert cfg.source is not None
+    if not cfg.source.exists():
+        hint = "build it with `edgeflow model build`, or check the path"
+    elif cfg.trusted_keys is not None:
+        hint = (
+            "`edgeflow model verify PATH` shows what is wrong; restore or rebuild the model, or sign it with "
+            "`edgeflow model sign` and a key in trusted_keys"
+        )
+    else:
+        hint = "rebuild the model or restore the file; `edgeflow model info PATH` shows what is wrong"
+    try:
+        return load(cfg.source, True)
+    except _NoThreshold as exc:
+        raise FlowValidationError(step_id, "threshold", None, str(exc), hint="pass threshold=") from None
+    except ModelLoadError as exc:
+        raise FlowValidationError(step_id, "model", str(cfg.source), str(exc), hint=hint) from None
+
+
+def _warn_test_key(step_id: str, info: ModelInfo) -> None:
+    signer = info.signer
+    if signer is not None and signer.test_key:
+        _terminal_line(
+            f"model {step_id!r}: {info.model_id} is signed with the TEST key {signer.key_name} ({signer.key_id}), "
+            "whose private half is public: replace it with your own key before deploying (docs/ota.md)"
+        )
 
 
 def _check_input(step_id: str, info: ModelInfo, features: tuple[str, ...]) -> None:

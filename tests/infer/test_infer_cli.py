@@ -18,7 +18,8 @@ def test_model_info_shows_tensors_quantization_and_metrics() -> None:
     result = runner.invoke(app, ["model", "info", str(MANIFEST)])
     assert result.exit_code == 0, result.output
     manifest = load_manifest(MANIFEST)
-    assert f"pump_ae@{manifest.version} (int8)" in result.output
+    assert f"pump_ae@{manifest.version}/int8 " in result.output
+    assert "signed by TEST-ONLY-ed25519" not in result.output  # info does not verify; `model verify` does
     assert "input  serving_default_x:0: int8 (-1, 14) scale=" in result.output
     assert "float32_pruned" in result.output and "f1=" in result.output
 
@@ -26,7 +27,7 @@ def test_model_info_shows_tensors_quantization_and_metrics() -> None:
 def test_model_info_of_a_float_variant() -> None:
     result = runner.invoke(app, ["model", "info", str(MANIFEST), "--variant", "float32"])
     assert result.exit_code == 0, result.output
-    assert "(float32)" in result.output and "float32 (-1, 14)" in result.output
+    assert "/float32 " in result.output and "float32 (-1, 14)" in result.output
 
 
 def test_model_info_refuses_a_corrupt_file(tmp_path: Path) -> None:

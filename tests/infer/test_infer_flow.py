@@ -11,11 +11,14 @@ import pytest
 import edgeflow.operators as eo
 from edgeflow import Flow
 from edgeflow.model import load_manifest
+from edgeflow.model.verify import sign_model
 from edgeflow.records import Window
 from edgeflow.testing import Capture, run_capture
 from flows.pump_int8 import add_features, make_flow
 
-from .infer_support import MANIFEST, RECORDING
+from .infer_support import MANIFEST, RECORDING, ROOT
+
+KEY = ROOT / "models" / "keys" / "TEST-ONLY-ed25519.key"
 
 FAULTS = {("pump-2", "08:00:20"), ("pump-3", "08:00:40"), ("pump-4", "08:00:50")}
 
@@ -30,7 +33,7 @@ def test_reference_flow_flags_exactly_the_injected_faults(variant: str) -> None:
     assert _flagged(capture) == FAULTS  # and no healthy interval of any pump
     assert capture.dead_letters == []
     version = load_manifest(MANIFEST).version
-    assert {s["model"] for s in capture.outputs["summary_out"]} == {f"pump_ae@{version}"}
+    assert {s["model"] for s in capture.outputs["summary_out"]} == {f"pump_ae@{version}/{variant}"}
     counts = capture.report.stats.counts
     assert counts["infer.windows"] == capture.report.stats.windows > 1800
     assert counts["infer.batches"] <= counts["infer.windows"]
@@ -54,7 +57,7 @@ def _tampered_flow(manifest: Path, at_window: int, tamper: Any) -> Flow:
 
 
 def test_corrupt_model_swapped_in_at_run_time_does_not_crash_the_flow(model_copy: Path) -> None:
-    model_id = f"pump_ae@{load_manifest(model_copy).version}"
+    model_id = f"pump_ae@{load_manifest(model_copy).version}/int8"
     damaged = model_copy.parent / "model_int8.tflite"
     capture = run_capture(_tampered_flow(model_copy, 700, lambda: damaged.write_bytes(b"\x00garbage" * 64)))
     assert len(capture.dead_letters) == 1  # one report per rejected file version, not one per window
@@ -68,17 +71,35 @@ def test_corrupt_model_swapped_in_at_run_time_does_not_crash_the_flow(model_copy
     assert {s["model"] for s in capture.outputs["summary_out"]} == {model_id}
 
 
-def test_new_model_version_is_swapped_in_at_run_time(model_copy: Path) -> None:
-    old_id = f"pump_ae@{load_manifest(model_copy).version}"
+def test_new_signed_model_version_is_shadowed_then_swapped_in_at_run_time(model_copy: Path) -> None:
+    old_id = f"pump_ae@{load_manifest(model_copy).version}/int8"
 
     def release() -> None:
         manifest = json.loads(model_copy.read_text())
         manifest["version"] = "2.0.0"
         model_copy.write_text(json.dumps(manifest))
+        sign_model(model_copy, KEY)
 
-    capture = run_capture(_tampered_flow(model_copy, 900, release))
+    capture = run_capture(_tampered_flow(model_copy, 500, release))
     models = [s["model"] for s in capture.outputs["summary_out"]]
-    assert old_id in models and models[-1] == "pump_ae@2.0.0"
-    assert capture.report.stats.counts["infer.swaps"] >= 1
+    assert old_id in models and models[-1] == "pump_ae@2.0.0/int8"
+    assert capture.report.stats.counts["infer.swaps"] == 1
     assert capture.dead_letters == []
+    assert _flagged(capture) == FAULTS
+
+
+def test_an_unsigned_edit_is_not_swapped_in(model_copy: Path) -> None:
+    """Issue 9: a manifest edited by anyone who can write the folder (threshold 1e9) never scores a window."""
+
+    def edit() -> None:
+        manifest = json.loads(model_copy.read_text())
+        manifest["threshold"] = manifest["variants"]["int8"]["threshold"] = 1e9
+        model_copy.write_text(json.dumps(manifest))
+
+    capture = run_capture(_tampered_flow(model_copy, 300, edit))
+    assert [d["reason"] for d in capture.dead_letters] == [
+        d["reason"] for d in capture.dead_letters if "the signature does not match the content" in d["reason"]
+    ]
+    assert len(capture.dead_letters) == 1
+    assert capture.report.stats.counts["infer.swap_rejected"] == 1
     assert _flagged(capture) == FAULTS

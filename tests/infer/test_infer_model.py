@@ -29,7 +29,7 @@ def test_describes_int8_input_and_output() -> None:
     (inp,), (out,) = info.inputs, info.outputs
     assert (inp.dtype, inp.shape, out.dtype, out.shape) == ("int8", (-1, 14), "int8", (-1, 14))
     assert inp.quantized and out.quantized and -128 <= inp.zero_point <= 127
-    assert info.model_id == f"pump_ae@{load_manifest(MANIFEST).version}"
+    assert info.model_id == f"pump_ae@{load_manifest(MANIFEST).version}/int8"
     assert info.threshold == load_manifest(MANIFEST).variants["int8"].threshold
 
 
@@ -122,7 +122,7 @@ def test_refresh_swaps_in_a_new_version(model_copy: Path) -> None:
     manifest["version"] = "2.0.0"
     model_copy.write_text(json.dumps(manifest))
     info = handler.refresh(min_interval_s=0)
-    assert info is not None and info.model_id == "pump_ae@2.0.0" == handler.info.model_id
+    assert info is not None and info.model_id == "pump_ae@2.0.0/int8" == handler.info.model_id
 
 
 def test_swap_must_keep_the_input(model_copy: Path) -> None:

@@ -43,7 +43,7 @@ def test_shape_mismatch_names_step_and_both_shapes() -> None:
 
 def test_shape_mismatch_on_a_bare_tflite_file() -> None:
     with pytest.raises(FlowValidationError, match=r"step 'model'.*\(batch, 14\) float32.*\(batch, 1\) float32"):
-        compile_flow(_flow(["rms"], model=MODEL_DIR / "model_float32.tflite", threshold=1.0))
+        compile_flow(_flow(["rms"], model=MODEL_DIR / "model_float32.tflite", threshold=1.0, trusted_keys=None))
 
 
 def test_same_length_but_other_features_is_refused() -> None:
@@ -61,7 +61,7 @@ def test_corrupt_model_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"TFL3" * 500)
     with pytest.raises(FlowValidationError, match=r"step 'model'.*not a valid TFLite model"):
-        compile_flow(_flow(model=bad, threshold=1.0))
+        compile_flow(_flow(model=bad, threshold=1.0, trusted_keys=None))
 
 
 def test_model_file_not_matching_its_manifest(model_copy: Path) -> None:
@@ -77,7 +77,12 @@ def test_unknown_variant() -> None:
 
 def test_bare_model_needs_a_threshold() -> None:
     with pytest.raises(FlowValidationError, match=r"step 'model': field 'threshold'.*pass threshold="):
-        compile_flow(_flow(model=MODEL_DIR / "model_int8.tflite"))
+        compile_flow(_flow(model=MODEL_DIR / "model_int8.tflite", trusted_keys=None))
+
+
+def test_a_bare_model_file_cannot_be_verified() -> None:
+    with pytest.raises(FlowValidationError, match=r"step 'model'.*bare model file, which cannot be verified"):
+        compile_flow(_flow(model=MODEL_DIR / "model_int8.tflite", threshold=1.0))
 
 
 def test_bad_settings_fail_when_declared() -> None:

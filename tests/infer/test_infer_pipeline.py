@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from edgeflow.cli import app
 from edgeflow.model import LiteRTModelHandler, load_manifest, sha256_of
+from edgeflow.model.signing import TrustedKeys
 
 from .infer_support import MANIFEST, MODEL_DIR, ROOT
 
@@ -57,5 +58,7 @@ def test_pipeline_rebuilds_a_model_that_meets_its_targets(tmp_path: Path) -> Non
     v = manifest.variants
     assert v["int8"].bytes <= 0.25 * v["float32"].bytes
     assert v["int8"].metrics["f1"] >= v["float32"].metrics["f1"] - 0.01
-    info = LiteRTModelHandler(path).load_model()
+    info = LiteRTModelHandler(path, trusted_keys=TrustedKeys.load(ROOT / "models" / "keys")).load_model()
     assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
+    assert info.signer is not None and info.signer.test_key  # the build signs what it writes
+    assert "signed pump_ae@" in result.output and "a TEST key" in result.output
