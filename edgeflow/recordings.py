@@ -35,6 +35,8 @@ Row = tuple[str, float, tuple[float, ...]]
 
 MAX_LINE_BYTES = 65_536
 """Longer lines are not sensor rows: they become dead letters, read in pieces, never held whole."""
+ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 65_536
+"""A growing reader aims at this many rows per sensor in a batch, up to this many rows in all."""
 _READ_HINT = 1 << 16
 """Bytes an uncompressed recording is read in at a time."""
 MAX_PAYLOAD_CHARS = 1_000
@@ -177,6 +179,7 @@ class RecordingReader:
         time_format: TimeFormat | None = None,
         batch_size: int = 1024,
         start_line: int = 0,
+        grow: bool = False,
     ) -> None:
         self._step_id = step_id
         self._values = values
@@ -184,7 +187,10 @@ class RecordingReader:
         self._sensor_column = sensor_column
         self._sensor = sensor
         self._time = time_format or TimeFormat()
-        self._batch_size = batch_size
+        self.batch_size = batch_size
+        """Lines read per :meth:`read`; with *grow*, it rises with the sensors seen (64 rows each, at most 65,536),
+        so each sensor's share of a batch stays large enough to be worth a vectorized step."""
+        self._grow = grow
         self._path = path
         self._file = _open_binary(path)
         self._plain = path.suffix != ".gz"
@@ -274,7 +280,7 @@ class RecordingReader:
         """Parse the next lines: the good rows as a chunk (``None`` at the end of the file) and the dead letters."""
         if self._ended:
             return None, []
-        raw_lines, dead = self._read_lines(self._batch_size)
+        raw_lines, dead = self._read_lines(self.batch_size)
         if not raw_lines:
             return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
         first_line = self.line + 1
@@ -286,6 +292,7 @@ class RecordingReader:
                 text = ""
             chunk = self._parse_csv_fast(raw_lines, text) if text else None
             if chunk is not None:
+                self._adapt(chunk)
                 return chunk, []
         samples: list[Sample] = []
         for n, raw_line in enumerate(raw_lines, start=first_line):
@@ -303,7 +310,13 @@ class RecordingReader:
             else:
                 dead.append(item)  # type: ignore[arg-type]
         dead.sort(key=_line_of)
-        return Chunk.of(samples, len(self._values)), dead
+        chunk = Chunk.of(samples, len(self._values))
+        self._adapt(chunk)
+        return chunk, dead
+
+    def _adapt(self, chunk: Chunk) -> None:
+        if self._grow:
+            self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * len(chunk.names), MAX_BATCH_ROWS))
 
     def close(self) -> None:
         """Close the file."""

@@ -49,7 +49,8 @@ class ReplayConfig(BaseModel):
     """A constant sensor id for a one-sensor file without a sensor column (``sensor_column`` is then ignored)."""
     value_columns: tuple[str, ...] | None = None
     """Columns holding values; default: every other column."""
-    batch_size: PositiveInt = Field(default=1024, le=65_536)
+    batch_size: PositiveInt | None = Field(default=None, le=65_536)
+    """Rows per batch; ``None``: 1,024, growing with the number of sensors (64 rows each, at most 65,536)."""
 
     @field_validator("tz")
     @classmethod
@@ -81,11 +82,11 @@ class _ReplayPartition:
         cfg: ReplayConfig,
         values: tuple[str, ...],
         stats: FlowStats,
-        resume: tuple[int, int] | None,
+        resume: tuple[int, int, int] | None,
     ) -> None:
         self._cfg = cfg
         self._stats = stats
-        start_line, handed = resume if resume is not None else (0, 0)
+        start_line, handed, batch = resume if resume is not None else (0, 0, cfg.batch_size or 1024)
         self._reader = RecordingReader(
             cfg.path,
             values,
@@ -94,11 +95,13 @@ class _ReplayPartition:
             sensor_column=cfg.sensor_column,
             sensor=cfg.sensor,
             time_format=cfg.time_format,
-            batch_size=cfg.batch_size,
+            batch_size=batch,
             start_line=start_line,
+            grow=cfg.batch_size is None,
         )
         self._chunk: Chunk | None = None
         self._chunk_start = self._reader.line  # lines read before the chunk now being handed out
+        self._chunk_batch = batch  # the batch size that chunk was read with
         self._handed = 0  # rows of that chunk handed on so far
         self._t0_event: float | None = None
         self._t0_wall = 0.0
@@ -112,7 +115,7 @@ class _ReplayPartition:
     def next_batch(self) -> list[Any]:
         out: list[Any] = []
         if self._chunk is None or not len(self._chunk):
-            self._chunk_start = self._reader.line
+            self._chunk_start, self._chunk_batch = self._reader.line, self._reader.batch_size
             chunk, dead = self._reader.read()
             out.extend(dead)
             if chunk is None:
@@ -142,10 +145,10 @@ class _ReplayPartition:
         awake, self._next_awake = self._next_awake, None
         return awake
 
-    def snapshot(self) -> tuple[int, int]:
+    def snapshot(self) -> tuple[int, int, int]:
         if self._chunk is not None and len(self._chunk):
-            return (self._chunk_start, self._handed)
-        return (self._reader.line, 0)
+            return (self._chunk_start, self._handed, self._chunk_batch)
+        return (self._reader.line, 0, self._reader.batch_size)
 
     def close(self) -> None:
         self._reader.close()
@@ -163,7 +166,7 @@ class ReplaySource:
     def partitions(self) -> list[str]:
         return [str(self.cfg.path)]
 
-    def open(self, partition: str, resume: tuple[int, int] | None) -> _ReplayPartition:
+    def open(self, partition: str, resume: tuple[int, int, int] | None) -> _ReplayPartition:
         return _ReplayPartition(self.step_id, self.cfg, self.values, self.stats, resume)
 
 
@@ -203,7 +206,7 @@ def replay(
     sensor_column: str = "sensor",
     sensor: str | None = None,
     value_columns: tuple[str, ...] | list[str] | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
 ) -> Stream:
     """Replay the recording at *path* into *flow*.
 
@@ -263,7 +266,7 @@ def _preview(step_id: str, cfg: ReplayConfig) -> None:
         sensor_column=cfg.sensor_column,
         sensor=cfg.sensor,
         time_format=cfg.time_format,
-        batch_size=min(cfg.batch_size, 256),
+        batch_size=min(cfg.batch_size or 256, 256),
     )
     try:
         chunk, dead = reader.read()
