@@ -182,7 +182,12 @@ class ModelSlot:
         self._watch_path = watch_path
         self._poll_s = poll_s
         self._allow_downgrade = allow_downgrade
-        self._last_good = last_good if last_good is not None else (initial.other or initial.active)
+        self._good: list[Version] = []
+        """Versions that served and stayed healthy, oldest first: where a rollback goes."""
+        for version in (last_good, initial.other if initial.phase == "watch" else None):
+            self._add_good(version)
+        if initial.phase != "watch":
+            self._add_good(initial.active)
         self._seq = seq
         """The newest store request handled."""
         self._rejected: dict[str, str] = dict(rejected or {})
@@ -289,7 +294,7 @@ class ModelSlot:
             self.state = SlotState(new, old, "watch", GateWatch(self._gates, health), request)
         else:
             self.state = SlotState(new)
-            self._last_good = new
+            self._add_good(new)
         switch_ns = time.perf_counter_ns() - t0
         self._stats.count("infer.swaps")
         figures = verdict.figures if verdict is not None else {}
@@ -314,7 +319,7 @@ class ModelSlot:
         assert previous is not None
         if verdict.passed:
             self.state = SlotState(state.active)
-            self._last_good = state.active
+            self._add_good(state.active)
             self._seq = max(self._seq, _seq_of(state.request))
             self._event(
                 "healthy",
@@ -331,7 +336,8 @@ class ModelSlot:
         self, bad: Version, good: Version, reason: str, request: dict[str, Any] | None, verdict: Verdict | None
     ) -> None:
         self.state = SlotState(good)
-        self._last_good = good
+        self._good = [v for v in self._good if v.info.digest != bad.info.digest]
+        self._add_good(good)
         self._rejected[bad.info.digest] = f"rolled back: {reason}"
         self._seq = max(self._seq, _seq_of(request))
         self._stats.count("infer.rollbacks")
@@ -416,16 +422,28 @@ class ModelSlot:
 
         self._bg.submit(write)
 
+    def _add_good(self, version: Version | None) -> None:
+        if version is None:
+            return
+        self._good = [*[v for v in self._good if v.info.digest != version.info.digest][-2:], version]
+
+    def fallback(self, leaving: Version) -> Version | None:
+        """Return the newest good version other than *leaving* (nor of its number): where a rollback goes."""
+        for version in reversed(self._good):
+            if version.info.digest != leaving.info.digest and version.info.version != leaving.info.version:
+                return version
+        return None
+
     def _persisted(self) -> dict[str, Any]:
         state = self.state
+        fallback = state.other if state.phase == "watch" else self.fallback(state.active)
         return {
             "active": state.active.describe(),
-            "last_good": self._last_good.describe() if state.phase != "watch" or state.other is None
-            else state.other.describe(),
+            "last_good": (fallback or state.active).describe(),
             "phase": "watch" if state.phase == "watch" else "serving",
             "seq": self._seq,
             "rejected": dict(self._rejected),
-        }  # fmt: skip
+        }
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the background work (loading, store writes) is done; ``False`` on timeout."""
@@ -528,8 +546,8 @@ class ModelSlot:
                 self._reject(pending[0], reason, inbox)
                 return
             if state.active.info.version == version:
-                good = state.other if state.phase == "watch" else self._last_good
-                if good is not None and good.info.version != version:
+                good = state.other if state.phase == "watch" else self.fallback(state.active)
+                if good is not None:
                     self._rollback(state.active, good, reason, inbox, None)
                     return
                 self._event("rollback_impossible", f"cannot roll back {state.active.model_id}: no other good version",
