@@ -17,6 +17,7 @@ background thread per slot; the batch path only swaps a reference.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -206,6 +207,8 @@ class ModelSlot:
         """(reason, payload) of rejections and rollbacks not yet reported by the step (list ops are atomic)."""
         self.history: list[dict[str, Any]] = []
         """Every event of this slot, in order."""
+        self.decisions_ns: collections.deque[int] = collections.deque(maxlen=100_000)
+        """How long each promote/reject/rollback decision held the batch that made it (the swap pause)."""
 
     # -- the batch path
 
@@ -224,27 +227,29 @@ class ModelSlot:
         if other is None:
             scores = runner.handler(active).score(feats)
             return Outcome(scores, scores > active.threshold, active)
-        t0 = time.perf_counter_ns()
-        scores, active_exc, active_error = _run(runner.handler(active), feats)
-        t1 = time.perf_counter_ns()
-        other_scores, _other_exc, other_error = _run(runner.handler(other), feats)
-        t2 = time.perf_counter_ns()
+        active_copy, other_copy = runner.handler(active), runner.handler(other)
+        # CPU time of this thread, not wall time: a gate must judge the model, not the machine's other load
+        t0 = time.thread_time_ns()
+        scores, active_exc, active_error = _run(active_copy, feats)
+        t1 = time.thread_time_ns()
+        other_scores, _other_exc, other_error = _run(other_copy, feats)
+        t2 = time.thread_time_ns()
         n = feats.shape[0]
         if state.phase == "shadow":
             if active_exc is not None:
                 raise active_exc  # the step makes dead letters, as without a candidate
             flags = scores > active.threshold
             if other_error is None:
-                self._observe(state, other_scores > other.threshold, flags, t2 - t1, None, n)
+                self._observe(state, other_scores > other.threshold, flags, (t2 - t1, t1 - t0), None, n)
             else:
-                self._observe(state, flags, flags, t2 - t1, other_error, n)
+                self._observe(state, flags, flags, (t2 - t1, t1 - t0), other_error, n)
             return Outcome(scores, flags, active)
         if active_error is None:
             flags = scores > active.threshold
             other_flags = other_scores > other.threshold if other_error is None else flags
-            self._observe(state, flags, other_flags, t1 - t0, None, n)
+            self._observe(state, flags, other_flags, (t1 - t0, t2 - t1), None, n)
             return Outcome(scores, flags, active)
-        self._observe(state, flags_none := np.zeros(0, bool), flags_none, t1 - t0, active_error, n)
+        self._observe(state, flags_none := np.zeros(0, bool), flags_none, (t1 - t0, t2 - t1), active_error, n)
         if other_error is None:
             return Outcome(other_scores, other_scores > other.threshold, other)  # the last good one stands in
         if active_exc is not None:
@@ -256,7 +261,7 @@ class ModelSlot:
         state: SlotState,
         subject: np.ndarray,
         reference: np.ndarray,
-        ns: int,
+        ns: tuple[int, int],
         error: str | None,
         n: int,
     ) -> None:
@@ -264,16 +269,18 @@ class ModelSlot:
             if state is not self.state or state.watch is None:
                 return  # the slot moved on while this batch ran
             if error is None:
-                state.watch.observe(subject, reference, ns)
+                state.watch.observe(subject, reference, *ns)
             else:
                 state.watch.error(n, error)
             verdict = state.watch.verdict()
             if verdict is None:
                 return
+            t0 = time.perf_counter_ns()
             if state.phase == "shadow":
                 self._decide_shadow(state, verdict)
             else:
                 self._decide_watch(state, verdict)
+            self.decisions_ns.append(time.perf_counter_ns() - t0)
 
     # -- decisions (under the lock)
 
@@ -483,14 +490,22 @@ class ModelSlot:
             with self._lock:
                 self._reject(None, str(exc), request or {"path": str(path)})
             return
+        self.offer(version, request)
+
+    def offer(self, version: Version, request: dict[str, Any] | None = None) -> str | None:
+        """Take a loaded *version* as the next candidate; return why it was refused (``None``: taken).
+
+        Checked against the running version (input, version number, refused before); it shadows at once when the
+        slot is serving, replaces a shadowing candidate, or waits for a health watch to end.
+        """
         with self._lock:
             problem = self._problem(version)
             if problem == "":
                 self._seq = max(self._seq, _seq_of(request))
-                return
+                return "it runs already"
             if problem is not None:
                 self._reject(version, problem, request)
-                return
+                return problem
             state = self.state
             if state.phase == "serving":
                 self._begin(version, request)
@@ -504,6 +519,7 @@ class ModelSlot:
                 self._pending = (version, request)
                 self._event("queued", f"candidate {version.model_id} waits for the health watch to end", version,
                             request)  # fmt: skip
+            return None
 
     def _received(self, path: Path, request: dict[str, Any] | None) -> None:
         if request is None:
@@ -569,7 +585,7 @@ def _figures_text(figures: dict[str, Any]) -> str:
         f"{figures['windows']:,} windows, agreement {100 * figures['agreement']:.1f} %, anomaly rate "
         f"{100 * figures['anomaly_rate']:.1f} % vs {100 * figures['reference_rate']:.1f} %, "
         f"errors {figures['errors']}, "
-        f"p99 {figures['p99_us']:,.0f} us per batch"
+        f"CPU p99 {figures['p99_us']:,.0f} us per batch"
     )
 
 

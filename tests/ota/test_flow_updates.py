@@ -97,7 +97,8 @@ def test_a_rolled_back_version_never_comes_back_after_a_restart(tmp_path: Path) 
     """Shadowed on healthy windows the blind model passes; the health watch rolls it back at pump-2's fault."""
     store = ModelStore(tmp_path / "store")
     blind = release(tmp_path / "v", "1.1.0", threshold=1e9)
-    capture = run_capture(_flow(store.root, Gates(windows=200, health_windows=1500), 20, _deploy(store, blind)))
+    _deploy(store, blind)()  # waiting when the flow starts: the shadow sees healthy windows only, deterministically
+    capture = run_capture(_flow(store.root, Gates(windows=200, health_windows=1500)))
     assert capture.report.stats.counts["infer.rollbacks"] == 1
     (note,) = capture.dead_letters
     assert note["reason"].startswith(f"model rolled back from pump_ae@1.1.0/int8 to {OLD}: health gates failed")
