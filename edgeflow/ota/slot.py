@@ -18,11 +18,10 @@ background thread per slot; the batch path only swaps a reference.
 from __future__ import annotations
 
 import collections
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,48 +108,65 @@ Loader = Callable[[Path, bool], Version]
 """``load(path, check_expiry) -> Version``: read, verify, load and smoke-test a version, or raise ModelLoadError."""
 
 
-@dataclass
 class _Background:
-    """One worker thread per slot for slow work, started on demand and ended after a quiet second."""
+    """One thread per slot for slow work (loading candidates, writing the store, printing).
 
-    jobs: queue.SimpleQueue[Callable[[], None]] = field(default_factory=queue.SimpleQueue)
-    thread: threading.Thread | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    idle: threading.Event = field(default_factory=threading.Event)
-    pending: int = 0
+    It wakes on its own every *tick_s*: the batch path only queues work (a deque append) and never wakes a thread,
+    which would make the batch wait for the interpreter lock. It runs *periodic* every *period_s* while batches keep
+    coming, and ends after *idle_s* without batches or work (it starts again on demand).
+    """
+
+    def __init__(self, tick_s: float = 0.02, idle_s: float = 2.0) -> None:
+        self.tick_s = tick_s
+        self.idle_s = idle_s
+        self.jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self.periodic: Callable[[], None] | None = None
+        self.period_s = 1.0
+        self.last_use = time.monotonic()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._busy = False
 
     def submit(self, job: Callable[[], None]) -> None:
-        with self.lock:
-            self.pending += 1
-            self.idle.clear()
-            self.jobs.put(job)
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._loop, name="edgeflow-model-slot", daemon=True)
-                self.thread.start()
+        self.jobs.append(job)
+        self.ensure()
+
+    def ensure(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="edgeflow-model-slot", daemon=True)
+                self._thread.start()
 
     def _loop(self) -> None:
+        next_periodic = 0.0
         while True:
+            time.sleep(self.tick_s)
+            now = time.monotonic()
+            self._busy = True
             try:
-                job = self.jobs.get(timeout=1.0)
-            except queue.Empty:
-                with self.lock:
-                    if self.jobs.empty():
-                        self.thread = None
-                        return
-                continue
-            try:
-                job()
+                if self.periodic is not None and now >= next_periodic and now - self.last_use < self.idle_s:
+                    next_periodic = now + self.period_s
+                    self.periodic()
+                while self.jobs:
+                    self.jobs.popleft()()
             finally:
-                with self.lock:
-                    self.pending -= 1
-                    if self.pending == 0:
-                        self.idle.set()
+                self._busy = False
+            if now - self.last_use > self.idle_s and not self.jobs:
+                with self._lock:
+                    if not self.jobs:
+                        self._thread = None
+                        return
 
     def wait(self, timeout: float) -> bool:
-        with self.lock:
-            if self.pending == 0:
-                return True
-        return self.idle.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while self.jobs or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
 
 
 class ModelSlot:
@@ -197,7 +213,8 @@ class ModelSlot:
         """Gets a :class:`~edgeflow.records.DeadLetter`-like note per rejection or rollback (see ``notes``)."""
         self._lock = threading.Lock()
         self._bg = _Background()
-        self._next_poll = 0.0
+        if poll_s is not None:
+            self._bg.periodic, self._bg.period_s = self._poll, poll_s
         self._stamp: Stamp | None = None
         if watch_path is not None:
             self._stamp = watched_stamp(watch_path, initial.active.info.path, None)
@@ -207,8 +224,8 @@ class ModelSlot:
         """(reason, payload) of rejections and rollbacks not yet reported by the step (list ops are atomic)."""
         self.history: list[dict[str, Any]] = []
         """Every event of this slot, in order."""
-        self.decisions_ns: collections.deque[int] = collections.deque(maxlen=100_000)
-        """How long each promote/reject/rollback decision held the batch that made it (the swap pause)."""
+        self.decisions_ns: collections.deque[tuple[int, int]] = collections.deque(maxlen=100_000)
+        """(wall, CPU) ns each promote/reject/rollback decision held the batch that made it: the swap pause."""
 
     # -- the batch path
 
@@ -217,11 +234,9 @@ class ModelSlot:
 
         Raises what the active model raises when nothing can stand in for it (the step makes dead letters).
         """
-        if self._poll_s is not None:
-            now = time.monotonic()
-            if now >= self._next_poll:
-                self._next_poll = now + self._poll_s
-                self._bg.submit(self._poll)
+        if self._poll_s is not None:  # the background thread polls while batches come; it is never woken from here
+            self._bg.last_use = time.monotonic()
+            self._bg.ensure()
         state = self.state
         active, other = state.active, state.other
         if other is None:
@@ -275,12 +290,12 @@ class ModelSlot:
             verdict = state.watch.verdict()
             if verdict is None:
                 return
-            t0 = time.perf_counter_ns()
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             if state.phase == "shadow":
                 self._decide_shadow(state, verdict)
             else:
                 self._decide_watch(state, verdict)
-            self.decisions_ns.append(time.perf_counter_ns() - t0)
+            self.decisions_ns.append((time.perf_counter_ns() - t0, time.thread_time_ns() - c0))
 
     # -- decisions (under the lock)
 
@@ -417,12 +432,13 @@ class ModelSlot:
             **fields,
         }
         self.history.append(record)
-        snapshot = self._persisted()
         text = f"model {self.step_id!r}: {line}"
         store = self._store
 
-        def write() -> None:
+        def write() -> None:  # in the background thread: nothing slow on the batch path
             if store is not None:
+                with self._lock:
+                    snapshot = self._persisted()  # the newest state: writes are ordered, the last one wins
                 store.save_state(snapshot)
                 store.event(kind, **{k: v for k, v in record.items() if k != "event"})
             self._notify(text)
@@ -459,7 +475,7 @@ class ModelSlot:
     # -- candidates (background thread)
 
     def poll_now(self) -> None:
-        """Look for a new request or model file now (normally done every ``poll_s`` from the batch path)."""
+        """Look for a new request or model file soon (the background thread does so every ``poll_s`` anyway)."""
         self._bg.submit(self._poll)
 
     def _poll(self) -> None:
