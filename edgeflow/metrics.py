@@ -505,14 +505,31 @@ class FlowStats:
             if now is None or now.up != up:
                 self.links[name] = Link(up)
 
-    def source_opened(self, step: str, operator: str) -> None:
-        """Count a partition of source *step* the engine opened in this process."""
+    def expect_sources(self, steps: Iterable[str]) -> None:
+        """Make readiness wait until every partition of each source step is open (``open:<step>``).
+
+        Only for a process that opens all partitions (not one process of a cluster).
+
+        >>> stats = FlowStats()
+        >>> stats.expect_sources(["samples"]); stats.is_ready
+        False
+        >>> stats.source_opened("samples", "replay", total=1); stats.is_ready
+        True
+        """
+        with self._lock:
+            for step in steps:
+                self.readiness[f"open:{step}"] = False
+
+    def source_opened(self, step: str, operator: str, total: int | None = None) -> None:
+        """Count a partition of source *step* the engine opened in this process (of *total* partitions, if known)."""
         with self._lock:
             state = self.sources.get(step)
             if state is None:
                 state = self.sources[step] = SourceState(operator)
             state.partitions += 1
             state.last_item = time.monotonic()
+            if total is not None and state.partitions >= total and f"open:{step}" in self.readiness:
+                self.readiness[f"open:{step}"] = True
 
     def source_batch(self, step: str, samples: int, newest_ts: float) -> None:
         """Source *step* handed on a non-empty batch: *samples* samples, the newest at event time *newest_ts*."""

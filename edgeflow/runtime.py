@@ -133,6 +133,8 @@ def run(
     stats = ctx.stats
     stats.expected_bytes_in = _replay_bytes(compiled)
     stats.set_ready(RUN, False)
+    if not addresses:  # this process opens every partition: ready once all are open
+        stats.expect_sources(step.step_id for step in compiled.order if step.kind == "source")
     port = metrics_port if metrics_port is not None else compiled.flow.metrics_port
     server = None
     if port is not None:

@@ -201,13 +201,16 @@ class _WatchedSource:
         self._step_id = step_id
         self._operator = operator
         self._stats = stats
+        self._total: int | None = None
 
     def partitions(self) -> list[str]:
-        return self._source.partitions()
+        parts = self._source.partitions()
+        self._total = len(parts)
+        return parts
 
     def open(self, partition: str, resume: Any | None) -> _WatchedPartition:
         part = self._source.open(partition, resume)
-        self._stats.source_opened(self._step_id, self._operator)
+        self._stats.source_opened(self._step_id, self._operator, self._total)
         return _WatchedPartition(part, self._step_id, self._stats)
 
 

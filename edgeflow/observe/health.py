@@ -1,9 +1,11 @@
 """When a running flow is ready, and when it is unhealthy (what ``/readyz`` and ``/healthz`` answer).
 
 Ready: the run has started (models load when the flow compiles, before that), every
-component that declared itself (:meth:`~edgeflow.metrics.FlowStats.set_ready`) is
-ready, and every MQTT source opened in this process has subscribed (until it says
-so itself, read from the ``mqtt.subscriptions`` counter).
+source partition is open (alone; one process of a cluster cannot know which
+partitions are its own), every component that declared itself
+(:meth:`~edgeflow.metrics.FlowStats.set_ready`) is ready, and every MQTT source opened
+in this process has subscribed (until it says so itself, read from the
+``mqtt.subscriptions`` counter).
 
 Unhealthy: a connection (:meth:`~edgeflow.metrics.FlowStats.link`, e.g. the MQTT
 uplink) has been down longer than ``uplink_down_s``; a source that has not ended
@@ -18,7 +20,7 @@ makes the run's result untrustworthy (a broker refused the login...).
 []
 >>> stats.link("uplink:out", False)
 >>> unhealthy(stats, HealthConfig(uplink_down_s=0.0))  # doctest: +ELLIPSIS
-['uplink:out is down for 0 s (limit 0 s)']
+['uplink:out is down for 0.0 s (limit 0 s)']
 """
 
 from __future__ import annotations
@@ -65,10 +67,13 @@ def not_ready(stats: FlowStats) -> list[str]:
     readiness = dict(stats.readiness)
     if not readiness.get(RUN, False):
         reasons.append("the run has not started")
-    reasons += [f"{name} is not ready" for name, ready in sorted(readiness.items()) if not ready and name != RUN]
+    for name, ready in sorted(readiness.items()):
+        if not ready and name != RUN:
+            opening = name.startswith("open:")
+            reasons.append(f"source {name[5:]!r} is not open yet" if opening else f"{name} is not ready")
     mqtt = [
         step
-        for step, source in sorted(stats.sources.items())
+        for step, source in sorted(dict(stats.sources).items())
         if source.operator == "mqtt_source" and f"source:{step}" not in readiness and source.ended < source.partitions
     ]
     if mqtt:
@@ -82,14 +87,14 @@ def unhealthy(stats: FlowStats, cfg: HealthConfig) -> list[str]:
     """Why the flow is unhealthy; empty when it is healthy."""
     now = time.monotonic()
     reasons = []
-    for name, link in sorted(stats.links.items()):
+    for name, link in sorted(dict(stats.links).items()):
         down = now - link.since
         if not link.up and down >= cfg.uplink_down_s:
-            reasons.append(f"{name} is down for {down:.0f} s (limit {cfg.uplink_down_s:.0f} s)")
+            reasons.append(f"{name} is down for {down:.1f} s (limit {cfg.uplink_down_s:g} s)")
     if cfg.stall_s is not None:
-        for step, source in sorted(stats.sources.items()):
+        for step, source in sorted(dict(stats.sources).items()):
             idle = now - source.last_item
             if source.ended < source.partitions and idle > cfg.stall_s:
-                reasons.append(f"source {step!r} handed on nothing for {idle:.0f} s (limit {cfg.stall_s:.0f} s)")
+                reasons.append(f"source {step!r} handed on nothing for {idle:.1f} s (limit {cfg.stall_s:g} s)")
     reasons += [f"problem: {text}" for text in stats.problems]
     return reasons
