@@ -50,7 +50,8 @@ from edgeflow.graph import Flow, MapLogic, Schema, Step, StepContext, Stream, bu
 from edgeflow.metrics import FlowStats
 from edgeflow.model import LiteRTModelHandler, ModelHandler, ModelInfo, ModelLoadError, missing_members
 from edgeflow.model.signing import SignatureError, TrustedKeys
-from edgeflow.ota.gates import Gates, GateWatch
+from edgeflow.ota.gates import Gates
+from edgeflow.ota.restore import restore
 from edgeflow.ota.slot import ModelSlot, Runner, SlotState, Version
 from edgeflow.ota.store import ModelStore
 from edgeflow.records import DeadLetter, Scored, Window
@@ -491,57 +492,25 @@ def _prepare_path(step_id: str, cfg: InferConfig, features: tuple[str, ...]) -> 
             raise _NoThreshold(msg)
         return Version(handler, info, threshold, path)
 
-    store = None if cfg.store is None else ModelStore(cfg.store)
-    state: dict[str, Any] = {}
-    if store is not None:
-        try:
-            state = store.state()
-        except ModelLoadError as exc:
-            _terminal_line(f"model {step_id!r}: {exc}; starting on {cfg.source}")
-    rejected = dict(state.get("rejected", {}))
-    kept: dict[str, Version] = {}
-    for key in ("active", "last_good"):
-        entry = state.get(key)
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("digest") in rejected:
-            continue
-        try:
-            version = load(Path(str(entry["path"])), False)  # accepted before: its signature may have expired since
-        except (ModelLoadError, KeyError) as exc:
-            _terminal_line(f"model {step_id!r}: the store's {key} version cannot be used: {exc}")
-            continue
-        if version.info.digest != entry.get("digest"):
-            _terminal_line(f"model {step_id!r}: the store's {key} version {str(entry.get('path'))!r} changed on disk")
-            continue
-        kept[key] = version
-    if "active" in kept:
-        active = kept["active"]
-    elif "last_good" in kept:
-        active = kept["last_good"]
-        _terminal_line(f"model {step_id!r}: coming back on the last good version {active.model_id}")
-    else:
-        active = _load_source(step_id, cfg, load)
+    restored = restore(
+        None if cfg.store is None else ModelStore(cfg.store),
+        load,
+        lambda: _load_source(step_id, cfg, load),
+        cfg.shadow,
+        say=lambda line: _terminal_line(f"model {step_id!r}: {line}"),
+    )
+    active = restored.initial.active
     _check_input(step_id, active.info, features)
     _warn_test_key(step_id, active.info)
-    last_good = kept.get("last_good")
-    if last_good is not None and last_good.info.digest == active.info.digest:
-        last_good = None
-    initial = SlotState(active)
-    if state.get("phase") == "watch" and last_good is not None and cfg.shadow is not None and cfg.shadow.health_windows:
-        initial = SlotState(active, last_good, "watch", GateWatch(cfg.shadow, cfg.shadow.health_windows))
-        _terminal_line(
-            f"model {step_id!r}: resuming the health watch of {active.model_id} (last good {last_good.model_id})"
-        )
     return PreparedModel(
         active.handler,
         active.info,
         active.threshold,
-        initial=initial,
+        initial=restored.initial,
         load=load,
-        last_good=last_good,
-        seq=int(state.get("seq", 0) or 0),
-        rejected=rejected,
+        last_good=restored.last_good,
+        seq=restored.seq,
+        rejected=restored.rejected,
     )
 
 

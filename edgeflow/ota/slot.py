@@ -116,7 +116,9 @@ class _Background:
     coming, and ends after *idle_s* without batches or work (it starts again on demand).
     """
 
-    def __init__(self, tick_s: float = 0.02, idle_s: float = 2.0) -> None:
+    def __init__(self, tick_s: float = 0.02, idle_s: float = 2.0, inline: bool = False) -> None:
+        self.inline = inline
+        """Run work at once in the caller's thread (simulated gateways, whose caller is not a data path)."""
         self.tick_s = tick_s
         self.idle_s = idle_s
         self.jobs: collections.deque[Callable[[], None]] = collections.deque()
@@ -128,10 +130,15 @@ class _Background:
         self._busy = False
 
     def submit(self, job: Callable[[], None]) -> None:
+        if self.inline:
+            job()
+            return
         self.jobs.append(job)
         self.ensure()
 
     def ensure(self) -> None:
+        if self.inline:
+            return
         thread = self._thread
         if thread is not None and thread.is_alive():
             return
@@ -188,7 +195,7 @@ class ModelSlot:
         seq: int = 0,
         rejected: dict[str, str] | None = None,
         notify: Callable[[str], None] | None = None,
-        report: Callable[[Any], None] | None = None,
+        inline: bool = False,
     ) -> None:
         self.step_id = step_id
         self.state = initial
@@ -209,10 +216,8 @@ class ModelSlot:
         """The newest store request handled."""
         self._rejected: dict[str, str] = dict(rejected or {})
         self._notify = notify or (lambda _line: None)
-        self._report = report
-        """Gets a :class:`~edgeflow.records.DeadLetter`-like note per rejection or rollback (see ``notes``)."""
         self._lock = threading.Lock()
-        self._bg = _Background()
+        self._bg = _Background(inline=inline)
         if poll_s is not None:
             self._bg.periodic, self._bg.period_s = self._poll, poll_s
         self._stamp: Stamp | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,13 @@ def test_corrupt_model_swapped_in_at_run_time_does_not_crash_the_flow(model_copy
 def test_new_signed_model_version_is_shadowed_then_swapped_in_at_run_time(model_copy: Path) -> None:
     old_id = f"pump_ae@{load_manifest(model_copy).version}/int8"
 
-    def release() -> None:
+    def release() -> None:  # sign beside it, then rename over it: the watcher never sees half an update
         manifest = json.loads(model_copy.read_text())
         manifest["version"] = "2.0.0"
-        model_copy.write_text(json.dumps(manifest))
-        sign_model(model_copy, KEY)
+        staged = model_copy.with_name("manifest.next.json")
+        staged.write_text(json.dumps(manifest))
+        sign_model(staged, KEY)
+        os.replace(staged, model_copy)
 
     capture = run_capture(_tampered_flow(model_copy, 500, release))
     models = [s["model"] for s in capture.outputs["summary_out"]]
