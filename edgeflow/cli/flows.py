@@ -171,10 +171,10 @@ def run(
     if cluster_dir is not None:  # a child of `edgeflow run -p N`: the parent shows and reports
         from edgeflow.observe.cluster import write_status
 
-        folder, child = cluster_dir, process_id or 0
+        folder, child, name = cluster_dir, process_id or 0, compiled.name
 
         def ticks(stats: FlowStats) -> None:
-            write_status(folder, child, stats)
+            write_status(folder, child, stats, name)
 
     elif show and err.is_terminal:
         from edgeflow.observe.live import LiveView

@@ -45,11 +45,11 @@ def status_path(folder: str | Path, process: int) -> Path:
     return Path(folder) / f"p{process}.status.json"
 
 
-def write_status(folder: str | Path, process: int, stats: FlowStats) -> None:
-    """Write child *process*'s stats snapshot, replacing the last one whole (readers never see half a file)."""
+def write_status(folder: str | Path, process: int, stats: FlowStats, flow: str = "") -> None:
+    """Write child *process*'s stats snapshot of *flow*, replacing the last one whole (never half a file read)."""
     path = status_path(folder, process)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps(stats.to_json()), encoding="utf-8")
+    tmp.write_text(dumps({"flow": flow, **stats.to_json()}), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -186,7 +186,7 @@ def render(
                 _us(d["latency"]["p99_us"]),
             )
         rows.append(procs)
-    title = f"edgeflow run · {flow} · {_duration(elapsed)}"
+    title = f"edgeflow run · {parts[0][1].get('flow') or flow} · {_duration(elapsed)}"
     return Constrain(Panel(Group(*rows), title=title, title_align="left"), width=_WIDTH)
 
 
