@@ -68,6 +68,21 @@ class ReplayConfig(BaseModel):
         """How this recording's timestamps are parsed."""
         return TimeFormat(tz=self.tz, unit=self.time_unit)
 
+    def reader(self, step_id: str, values: tuple[str, ...], *, batch_size: int, start_line: int = 0) -> RecordingReader:
+        """Open a reader of this recording with these column settings."""
+        return RecordingReader(
+            self.path,
+            values,
+            step_id=step_id,
+            time_column=self.time_column,
+            sensor_column=self.sensor_column,
+            sensor=self.sensor,
+            time_format=self.time_format,
+            batch_size=batch_size,
+            start_line=start_line,
+            grow=self.batch_size is None,
+        )
+
 
 class _ReplayPartition:
     """Hands out parsed chunks, paced or not.
@@ -87,18 +102,7 @@ class _ReplayPartition:
         self._cfg = cfg
         self._stats = stats
         start_line, handed, batch = resume if resume is not None else (0, 0, cfg.batch_size or 1024)
-        self._reader = RecordingReader(
-            cfg.path,
-            values,
-            step_id=step_id,
-            time_column=cfg.time_column,
-            sensor_column=cfg.sensor_column,
-            sensor=cfg.sensor,
-            time_format=cfg.time_format,
-            batch_size=batch,
-            start_line=start_line,
-            grow=cfg.batch_size is None,
-        )
+        self._reader = cfg.reader(step_id, values, batch_size=batch, start_line=start_line)
         self._chunk: Chunk | None = None
         self._chunk_start = self._reader.line  # lines read before the chunk now being handed out
         self._chunk_batch = batch  # the batch size that chunk was read with
@@ -258,16 +262,7 @@ def replay(
 def _preview(step_id: str, cfg: ReplayConfig) -> None:
     """Parse the first rows: a file whose first batch would all be dead letters fails before the run."""
     values = _value_names(step_id, cfg)
-    reader = RecordingReader(
-        cfg.path,
-        values,
-        step_id=step_id,
-        time_column=cfg.time_column,
-        sensor_column=cfg.sensor_column,
-        sensor=cfg.sensor,
-        time_format=cfg.time_format,
-        batch_size=min(cfg.batch_size or 256, 256),
-    )
+    reader = cfg.reader(step_id, values, batch_size=min(cfg.batch_size or 256, 256))
     try:
         chunk, dead = reader.read()
     finally:
