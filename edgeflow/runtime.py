@@ -29,6 +29,7 @@ from edgeflow.compiler import CompiledFlow, compile_flow
 from edgeflow.connectors import Sink
 from edgeflow.context import RunContext
 from edgeflow.engine import execute
+from edgeflow.errors import EdgeflowError
 from edgeflow.graph import Flow
 from edgeflow.metrics import FlowStats
 from edgeflow.observe.health import RUN, HealthConfig
@@ -138,13 +139,7 @@ def run(
     port = metrics_port if metrics_port is not None else compiled.flow.metrics_port
     server = None
     if port is not None:
-        from edgeflow.observe.exporter import MetricsServer
-
-        if port and process_id:
-            port += process_id
-        server = MetricsServer(
-            stats, compiled.name, port=port, host=metrics_host, process=process_id or 0, health=health
-        )
+        server = _serve_metrics(stats, compiled.name, port, metrics_host, process_id, health)
     done = threading.Event()
     ticker = None
     if progress is not None:
@@ -188,6 +183,29 @@ def run(
 
         write_report(report_json, report)
     return report
+
+
+def _serve_metrics(
+    stats: FlowStats, flow: str, port: int, host: str, process_id: int | None, health: HealthConfig | None
+) -> Any:
+    """Start the metrics server of this process (port + process id in a cluster), or say why it cannot start."""
+    from edgeflow.observe.exporter import MetricsServer
+
+    if port and process_id:
+        port += process_id
+    if not 0 <= port <= 65_535:
+        msg = (
+            f"metrics port got {port}: must be between 0 and 65535. Hint: pass --metrics-port (or Flow(metrics_port=))"
+        )
+        raise EdgeflowError(msg)
+    try:
+        return MetricsServer(stats, flow, port=port, host=host, process=process_id or 0, health=health)
+    except OSError as exc:
+        msg = (
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}. Hint: pick another --metrics-port "
+            "(in a cluster, process i takes port + i), or stop what listens there"
+        )
+        raise EdgeflowError(msg) from None
 
 
 def _replay_bytes(compiled: CompiledFlow) -> int | None:

@@ -215,6 +215,22 @@ def test_a_flow_setting_serves_metrics_and_the_server_goes_away_with_the_run(tmp
         get(f"http://127.0.0.1:{port}/metrics")  # released: nothing listens any more
 
 
+def test_a_metrics_port_in_use_fails_the_run_before_any_data_flows() -> None:
+    from tests.test_cli import edgeflow
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = edgeflow("run", "flows/pump_vibration.py", "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == (
+        f"flow 'pump_vibration' failed: cannot serve metrics on 127.0.0.1:{port}: Address already in use. "
+        "Hint: pick another --metrics-port (in a cluster, process i takes port + i), or stop what listens there"
+    )
+    assert "samples in" not in done.stderr
+
+
 def test_health_and_readiness_answers_follow_the_stats() -> None:
     stats = FlowStats()
     server = MetricsServer(stats, "demo", port=0, host="127.0.0.1", health=HealthConfig(uplink_down_s=0.0, stall_s=0.2))

@@ -80,6 +80,8 @@ def report_lines(report: RunReport) -> list[str]:
     """Readable lines of a finished run: totals, losses, dead letters by reason, flagged sensors, processes."""
     s = report.stats
     many = f", {len(report.processes)} processes" if report.processes else ""
+    if report.process is not None and not report.processes:
+        many = f" (process {report.process})"
     lines = [
         f"flow {report.flow!r}: {s.samples_in:,} samples in {report.seconds:.2f} s ({report.events_per_s:,.0f}/s)"
         + many,
