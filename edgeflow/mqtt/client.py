@@ -5,13 +5,22 @@
 ('broker.local', 8883, True)
 >>> BrokerConfig.model_validate("127.0.0.1:1884").address
 '127.0.0.1:1884'
+>>> cfg = BrokerConfig.model_validate("mqtts://edge:p@ss@broker.local:8884")  # the password ends at the last '@'
+>>> cfg.username, cfg.password.get_secret_value(), cfg.address
+('edge', 'p@ss', 'broker.local:8884')
+>>> cfg
+BrokerConfig(host='broker.local', port=8884, username='edge', password=SecretStr('**********'), tls=True, ...)
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import logging
 import os
 import socket
 import ssl
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, mod
 
 __all__ = [
     "DEFAULT_BROKER",
+    "RECEIVE_MAXIMUM",
     "BrokerConfig",
+    "BrokerRejectedError",
     "BrokerUnreachableError",
     "configure_connect",
     "connect_async",
+    "describe_connect_error",
+    "describe_refusal",
     "make_client",
     "probe_broker",
     "start_hint",
@@ -30,27 +43,46 @@ __all__ = [
 ]
 
 DEFAULT_BROKER = "127.0.0.1:1883"
+RECEIVE_MAXIMUM = 65_535
+"""MQTT v5 Receive Maximum a source asks for when it acknowledges late: QoS 1 messages the broker may send
+before the first acknowledgement (the broker's ``max_inflight_messages``, 20 by default, applies otherwise)."""
+
+_log = logging.getLogger("edgeflow.mqtt")
+_warned_plaintext: set[str] = set()  # addresses already warned about, so each is named once per process
+_warned_lock = threading.Lock()
 
 
 class BrokerUnreachableError(ConnectionError):
     """No MQTT broker answers at the configured address."""
 
 
+class BrokerRejectedError(ConnectionError):
+    """A broker answers but the connection cannot be made: a TLS certificate check failed."""
+
+
 def _parse_address(text: str) -> dict[str, Any]:
+    """``[scheme://][user[:password]@]host[:port]``; the credentials end at the *last* ``@``."""
     tls = False
     rest = text.strip()
     for scheme, secure in (("mqtt://", False), ("tcp://", False), ("mqtts://", True), ("ssl://", True)):
         if rest.startswith(scheme):
             rest, tls = rest[len(scheme) :], secure
             break
+    credentials, at, rest = rest.rpartition("@")
     host, sep, port = rest.rpartition(":")
     if not sep:
         host, port = rest, ""
     host = host.strip("[]")
     if not host:
-        msg = f"broker {text!r}: expected host[:port], e.g. 127.0.0.1:1883"
+        shown = f"{credentials.partition(':')[0]}:***@{rest}" if at else text  # never echo a password
+        msg = f"broker {shown!r}: expected [user[:password]@]host[:port], e.g. 127.0.0.1:1883"
         raise ValueError(msg)
     out: dict[str, Any] = {"host": host, "tls": tls}
+    if at:
+        user, colon, password = credentials.partition(":")
+        out["username"] = user
+        if colon:
+            out["password"] = password
     if port:
         out["port"] = port
     elif tls:
@@ -133,21 +165,147 @@ def start_hint(address: str) -> str:
 
 
 def probe_broker(cfg: BrokerConfig, timeout_s: float = 3.0) -> None:
-    """Open and close a TCP connection to the broker; raise :class:`BrokerUnreachableError` if none answers."""
+    """Open and close a TCP connection to the broker (with ``tls``, also the TLS handshake and certificate checks).
+
+    Raise :class:`BrokerUnreachableError` if none answers, :class:`BrokerRejectedError` if a certificate check
+    fails (saying which).
+    """
     try:
-        with socket.create_connection((cfg.host, cfg.port), timeout=timeout_s):
-            pass
+        sock = socket.create_connection((cfg.host, cfg.port), timeout=timeout_s)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         msg = f"no MQTT broker reachable at {cfg.address} ({reason})"
         raise BrokerUnreachableError(msg) from None
+    with sock:
+        if not cfg.tls:
+            return
+        try:
+            with _tls_context(cfg).wrap_socket(sock, server_hostname=cfg.host):
+                pass
+        except (ssl.SSLError, OSError) as exc:
+            msg = f"the TLS connection to {cfg.address} failed: {describe_connect_error(exc, cfg)}"
+            raise BrokerRejectedError(msg) from None
+
+
+def _tls_context(cfg: BrokerConfig) -> ssl.SSLContext:
+    """Build the TLS settings paho uses for *cfg* (CA bundle, client certificate, hostname check)."""
+    context = ssl.create_default_context(cafile=str(cfg.ca_certs) if cfg.ca_certs else None)
+    if cfg.certfile is not None:
+        context.load_cert_chain(str(cfg.certfile), str(cfg.keyfile) if cfg.keyfile else None)
+    if cfg.tls_insecure:
+        context.check_hostname = False
+    return context
+
+
+_VERIFY_CODES = {
+    9: "the broker's certificate is not valid yet (check the clocks)",
+    10: "the broker's certificate has expired",
+    18: "the broker's certificate is self-signed and not in ca_certs (unknown CA)",
+    19: "the broker's certificate chain ends in a CA that is not in ca_certs (unknown CA)",
+    20: "the broker's certificate is signed by an unknown CA (not in ca_certs or the system's store)",
+    21: "the broker's certificate is signed by an unknown CA (not in ca_certs or the system's store)",
+    62: "the broker's certificate does not name the host {host!r} (hostname mismatch)",
+}
+_TLS_ALERTS = {
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the broker requires a client certificate (set certfile and keyfile)",
+    "TLSV1_ALERT_UNKNOWN_CA": "the broker does not trust our client certificate (unknown CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the broker refused our client certificate",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the broker says our client certificate has expired",
+    "WRONG_VERSION_NUMBER": "the broker does not speak TLS on this port (plain MQTT? use host:port without mqtts://)",
+}
+
+
+def describe_connect_error(exc: BaseException, cfg: BrokerConfig) -> str:
+    """Say why a connection attempt failed, naming the failed certificate check for TLS errors.
+
+    >>> describe_connect_error(ConnectionRefusedError(111, "Connection refused"), BrokerConfig())
+    'connection refused (no broker listening at 127.0.0.1:1883)'
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        known = _VERIFY_CODES.get(exc.verify_code)
+        if known is None and "hostname mismatch" in str(exc.verify_message).lower():
+            known = _VERIFY_CODES[62]
+        detail = known.format(host=cfg.host) if known else "certificate check failed"
+        return f"TLS: {detail} ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or "")
+        detail = _TLS_ALERTS.get(reason, f"TLS handshake failed ({reason or exc})")
+        return f"TLS: {detail}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused (no broker listening at {cfg.address})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer from {cfg.address} (timed out)"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def describe_refusal(reason_code: Any) -> str:
+    """Say why a broker's CONNACK refused the client, with a hint for refused credentials.
+
+    >>> describe_refusal("Bad user name or password")
+    'the broker refused the login: Bad user name or password (check username and password)'
+    """
+    text = str(reason_code)
+    if any(word in text.lower() for word in ("password", "authori", "identifier")):
+        return f"the broker refused the login: {text} (check username and password)"
+    return f"the broker refused the connection: {text}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in {"localhost", "localhost.localdomain", "ip6-localhost"}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_plaintext(cfg: BrokerConfig) -> None:
+    """Warn once per address when a password would cross the network in clear text."""
+    if cfg.password is None or cfg.tls or _is_loopback(cfg.host):
+        return
+    with _warned_lock:
+        if cfg.address in _warned_plaintext:
+            return
+        _warned_plaintext.add(cfg.address)
+    _log.warning(
+        "the MQTT password for %s is sent without TLS: anyone on the network path can read it. "
+        "Hint: use mqtts://%s (tls=True) or a broker on this host",
+        cfg.address,
+        cfg.host,
+    )
+
+
+@functools.cache
+def _client_class() -> type:
+    """Return paho's client class, remembering why its last connection attempt failed (``last_error``)."""
+    from paho.mqtt.client import Client
+
+    class EdgeflowClient(Client):  # type: ignore[misc]
+        last_error: BaseException | None = None
+
+        def reconnect(self) -> Any:
+            try:
+                return super().reconnect()
+            except Exception as exc:
+                self.last_error = exc
+                raise
+
+    return EdgeflowClient
 
 
 def make_client(cfg: BrokerConfig, client_id: str, *, clean_session: bool = True) -> Any:
-    """Build a paho-mqtt 2.x client (callback API v2) with credentials, TLS and reconnect backoff set; not connected."""
-    from paho.mqtt.client import CallbackAPIVersion, Client
+    """Build a paho-mqtt 2.x client (callback API v2) with credentials, TLS and reconnect backoff set; not connected.
+
+    Its ``last_error`` holds why the last connection attempt failed (see :func:`describe_connect_error`).
+    A password sent without TLS to another host is warned about (once per address).
+    """
+    from paho.mqtt.client import CallbackAPIVersion
     from paho.mqtt.enums import MQTTProtocolVersion
 
+    Client = _client_class()
+    _warn_plaintext(cfg)
     if cfg.protocol == "5":
         client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
     else:
@@ -172,14 +330,33 @@ def make_client(cfg: BrokerConfig, client_id: str, *, clean_session: bool = True
     return client
 
 
-def connect_async(client: Any, cfg: BrokerConfig, *, clean_session: bool = True, session_expiry_s: int = 0) -> None:
+def connect_async(
+    client: Any,
+    cfg: BrokerConfig,
+    *,
+    clean_session: bool = True,
+    session_expiry_s: int = 0,
+    receive_maximum: int | None = None,
+) -> None:
     """Start connecting in paho's network thread; it retries with the capped backoff until closed."""
-    configure_connect(client, cfg, clean_session=clean_session, session_expiry_s=session_expiry_s)
+    configure_connect(
+        client, cfg, clean_session=clean_session, session_expiry_s=session_expiry_s, receive_maximum=receive_maximum
+    )
     client.loop_start()
 
 
-def configure_connect(client: Any, cfg: BrokerConfig, *, clean_session: bool = True, session_expiry_s: int = 0) -> None:
-    """Store where and how to connect; ``client.reconnect()`` (or paho's network thread) connects."""
+def configure_connect(
+    client: Any,
+    cfg: BrokerConfig,
+    *,
+    clean_session: bool = True,
+    session_expiry_s: int = 0,
+    receive_maximum: int | None = None,
+) -> None:
+    """Store where and how to connect; ``client.reconnect()`` (or paho's network thread) connects.
+
+    *receive_maximum* (MQTT v5) lets the broker send that many QoS 1 messages before the first acknowledgement.
+    """
     if cfg.protocol == "5":
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -187,6 +364,8 @@ def configure_connect(client: Any, cfg: BrokerConfig, *, clean_session: bool = T
         props = Properties(PacketTypes.CONNECT)
         if not clean_session:
             props.SessionExpiryInterval = session_expiry_s
+        if receive_maximum is not None:
+            props.ReceiveMaximum = receive_maximum
         client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=clean_session, properties=props)
     else:
         client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)

@@ -44,7 +44,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
 
 from edgeflow.metrics import FlowStats
-from edgeflow.mqtt.client import BrokerConfig, configure_connect, make_client, unique_suffix
+from edgeflow.mqtt.client import (
+    BrokerConfig,
+    configure_connect,
+    describe_connect_error,
+    describe_refusal,
+    make_client,
+    unique_suffix,
+)
 from edgeflow.mqtt.spool import OverflowPolicy, Spool
 from edgeflow.mqtt.topics import TopicTemplate
 from edgeflow.sinks import ingest_time, to_json, worker_path
@@ -140,11 +147,16 @@ class MqttSinkPartition:
         self._rescan = False  # read the outbox from its start next time (rows behind in-flight ones need sending)
         self._acked: deque[int] = deque()  # mids, appended in paho callbacks
         self._connected = False
+        self._ever_connected = False
+        self._refusal: str | None = None  # why the broker or TLS refused us last (not: nobody answered)
+        self._failure: str | None = None  # why the last connection attempt failed, logged once per new reason
         self._delay: float | None = None  # paho's rule: None until a connection attempt fails, reset by a CONNACK
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # waking must never block: the I/O thread does not read while disconnected
         self._client = make_client(cfg.broker, client_id)
+        self._client.connect_timeout = min(self._client.connect_timeout, cfg.connect_timeout_s)
         self._client.max_inflight_messages_set(cfg.max_inflight)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -157,10 +169,26 @@ class MqttSinkPartition:
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if reason_code.is_failure:
             self._stats.count("mqtt.connect_refused")
-            _log.warning("%s: broker %s refused: %s", self._step_id, self._cfg.broker.address, reason_code)
+            self._refusal = describe_refusal(reason_code)
+            self._failed(self._refusal)
             return
-        self._connected = True
+        self._connected = self._ever_connected = True
         self._delay = None
+        if self._failure is not None:
+            _log.warning("%s: connected to %s", self._step_id, self._cfg.broker.address)
+        self._failure = self._refusal = None
+
+    def _failed(self, reason: str) -> None:
+        """Log a failed connection attempt once per new reason (retries back off; a storm of lines helps nobody)."""
+        if reason != self._failure:
+            self._failure = reason
+            _log.warning(
+                "%s: cannot connect to %s: %s; retrying with backoff up to %g s (the outbox keeps every message)",
+                self._step_id,
+                self._cfg.broker.address,
+                reason,
+                self._cfg.broker.reconnect_max_s,
+            )
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if self._connected:
@@ -216,7 +244,7 @@ class MqttSinkPartition:
             self._wake()
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full pipe means the I/O thread is awake anyway
+        with contextlib.suppress(OSError):  # a full pipe (BlockingIOError) means a wake-up is pending anyway
             self._wake_w.send(b"x")
 
     def _pump(self) -> None:
@@ -258,7 +286,10 @@ class MqttSinkPartition:
             try:
                 self._client.reconnect()
             except Exception as exc:  # refused, unreachable, TLS: try again after the backoff
-                _log.debug("%s: connecting to %s failed: %s", self._step_id, self._cfg.broker.address, exc)
+                reason = describe_connect_error(exc, self._cfg.broker)
+                if reason.startswith("TLS"):
+                    self._refusal = reason
+                self._failed(reason)
 
     def _next_delay(self) -> float:
         """Return the next reconnect delay by paho's rule: ``reconnect_min_s``, doubling up to ``reconnect_max_s``."""
@@ -301,19 +332,39 @@ class MqttSinkPartition:
                     _log.exception("%s: forwarding failed", self._step_id)
 
     def close(self) -> None:
+        """Wait up to ``drain_timeout_s`` for the outbox to empty, then leave the rest in it (counted) and disconnect.
+
+        Bounded whatever the broker does: waking the I/O thread never blocks, and a connection attempt
+        in progress is given at most ``connect_timeout_s`` to finish.
+        """
         deadline = time.monotonic() + self._cfg.drain_timeout_s
+        self._wake()
         while len(self._spool) and time.monotonic() < deadline:
-            self._wake()
-            time.sleep(0.005)
+            if self._connected:
+                self._wake()
+            self._stop.wait(0.005)
         self._stop.set()
-        self._io_thread.join(timeout=2.0)
-        with self._io:
-            self._settle()  # late acknowledgements; publishing now would only send duplicates after a restart
+        self._io_thread.join(timeout=self._cfg.connect_timeout_s + 1.0)
+        locked = self._io.acquire(timeout=self._cfg.connect_timeout_s + 1.0)
+        try:
+            if locked:
+                self._settle()  # late acknowledgements; publishing now would only send duplicates after a restart
             left = len(self._spool)
             if left:
                 self._stats.count("mqtt.sink_left_in_spool", left)
-                _log.warning("%s: %d messages left in the outbox %s", self._step_id, left, self._spool.path)
-            self._client.disconnect()
+                _log.warning(
+                    "%s: %d messages left in the outbox %s for the next run", self._step_id, left, self._spool.path
+                )
+            if not self._ever_connected and self._refusal is not None:
+                self._stats.problem(
+                    f"step {self._step_id!r}: never connected to the MQTT broker at {self._cfg.broker.address}: "
+                    f"{self._refusal}"
+                )
+            if locked:
+                self._client.disconnect()
+        finally:
+            if locked:
+                self._io.release()
         self._wake_r.close()
         self._wake_w.close()
         self._spool.close()

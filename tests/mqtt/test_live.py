@@ -286,10 +286,11 @@ def test_uplink_broker_killed_mid_run_loses_no_summary_and_keeps_order(
         assert mine == sorted(mine), f"{sensor}: summaries out of order"
 
 
-def _edgeflow_run(target: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _edgeflow_run(target: str, timeout: float = 60, report_json: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests' / 'mqtt'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    extra = [] if report_json is None else ["--report-json", str(report_json)]
     return subprocess.run(
-        [sys.executable, "-m", "edgeflow", "run", target, "--quiet"],
+        [sys.executable, "-m", "edgeflow", "run", target, "--quiet", *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -300,19 +301,23 @@ def _edgeflow_run(target: str, timeout: float = 60) -> subprocess.CompletedProce
 
 
 def test_store_and_forward_survives_a_process_restart(broker: Broker, tmp_path: Path) -> None:
+    """Issue 8.10: with the default drain_timeout_s (5 s) and the uplink down, the run ends; the outbox keeps the rest."""
     spool = tmp_path / "outbox.sqlite"
     first, second = _slice(tmp_path, "a.csv", 0, 6000), _slice(tmp_path, "b.csv", 6000, 8000)
     dead_port = _free_port()
     target = (
         f"tests/mqtt/mqtt_flows.py:small_flow('sf-1', '{tmp_path / 'one.jsonl'}', recording='{first}', "
-        f"uplink='127.0.0.1:{dead_port}', spool='{spool}', drain_timeout_s=0.0)"
+        f"uplink='127.0.0.1:{dead_port}', spool='{spool}')"
     )
-    done = _edgeflow_run(target)
+    report_json = tmp_path / "one.report.json"
+    done = _edgeflow_run(target, report_json=report_json)  # hung forever in MqttSinkPartition.close before the fix
     assert done.returncode == 0, done.stderr
     one = _summaries(tmp_path / "one.jsonl")
     with sqlite3.connect(spool) as db:
         queued = [json.loads(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY seq")]
     assert queued == one and len(one) > 10
+    assert json.loads(report_json.read_text())["counts"]["mqtt.sink_left_in_spool"] == len(one)
+    assert f"{len(one)} messages left in the outbox" in done.stderr
     uplink = Collector(broker.address, "test/#")
     target = (
         f"tests/mqtt/mqtt_flows.py:small_flow('sf-2', '{tmp_path / 'two.jsonl'}', recording='{second}', "
