@@ -14,6 +14,14 @@ Anything that does not decode, or holds a NaN/inf or out-of-range number,
 raises :class:`PayloadError` with the reason; the source turns it into a dead
 letter.
 
+**Sequence stamps.** A publisher may number its messages per topic so that the
+source can count what went missing on the way (``mqtt.lost_upstream``): MQTT v5
+user properties ``seq`` (1, 2, 3 ... per topic) and ``pub`` (an id of the
+publisher, so a restarted publisher starting again at 1 is not taken for
+duplicates). Without user properties (MQTT 3.1.1) the ``json`` codec also reads
+``"seq"`` and ``"pub"`` keys of the object (of the first object of an array).
+``edgeflow publish`` stamps every message (:func:`read_stamp`, :meth:`Codec.decode_stamped`).
+
 >>> codec = make_codec("json", ("accel",))
 >>> payload, props = codec.encode([(1772438400.5, (0.25,))])
 >>> payload
@@ -31,16 +39,69 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 from edgeflow.records import parse_timestamp
 
-__all__ = ["Codec", "CodecName", "CsvCodec", "F32Codec", "JsonCodec", "PayloadError", "SampleTuple", "make_codec"]
+__all__ = [
+    "Codec",
+    "CodecName",
+    "CsvCodec",
+    "F32Codec",
+    "JsonCodec",
+    "PayloadError",
+    "SampleTuple",
+    "Stamp",
+    "make_codec",
+    "read_stamp",
+    "stamp_properties",
+]
 
 CodecName = Literal["json", "csv", "f32"]
 SampleTuple = tuple[float, tuple[float, ...]]
+_STAMP_KEYS = ("seq", "pub")
+
+
+class Stamp(NamedTuple):
+    """A message's place in its publisher's sequence on its topic."""
+
+    publisher: str
+    """Who numbered it (``""`` when the publisher gave no id)."""
+    seq: int
+    """1, 2, 3 ... per topic and publisher."""
+
+
+def stamp_properties(stamp: Stamp) -> dict[str, str]:
+    """Return the MQTT v5 user properties carrying *stamp*.
+
+    >>> stamp_properties(Stamp("a1b2", 7))
+    {'seq': '7', 'pub': 'a1b2'}
+    """
+    return {"seq": str(stamp.seq), "pub": stamp.publisher}
+
+
+def read_stamp(props: Mapping[str, str] | None) -> Stamp | None:
+    """Read the stamp in MQTT v5 user properties: ``None`` without one (or a ``seq`` that is not a positive integer).
+
+    >>> read_stamp({"seq": "7", "pub": "a1b2"}), read_stamp({"seq": "x"}), read_stamp(None)
+    (Stamp(publisher='a1b2', seq=7), None, None)
+    """
+    if not props or "seq" not in props:
+        return None
+    return _stamp(props.get("pub", ""), props["seq"])
+
+
+def _stamp(publisher: object, seq: object) -> Stamp | None:
+    if isinstance(seq, bool):
+        return None
+    if isinstance(seq, str):
+        seq = int(seq) if seq.isdigit() and len(seq) < 20 else None
+    if not isinstance(seq, int) or seq < 1 or seq >= 2**63:
+        return None
+    return Stamp(publisher if isinstance(publisher, str) else str(publisher)[:64], seq)
+
 
 _TS_MIN, _TS_MAX = 0.0, 4_102_444_800.0  # 1970 .. 2100
 
@@ -99,8 +160,19 @@ class Codec:
         """Decode *payload* into samples; *fields* are the topic's named levels, *props* the v5 user properties."""
         raise NotImplementedError
 
-    def encode(self, samples: Sequence[SampleTuple], rate_hz: float | None = None) -> tuple[bytes, dict[str, str]]:
-        """Payload and user properties holding *samples* (one sensor's, in order)."""
+    def decode_stamped(
+        self, payload: bytes, fields: Mapping[str, str] | None = None, props: Mapping[str, str] | None = None
+    ) -> tuple[list[SampleTuple], Stamp | None]:
+        """Decode *payload* and return its samples with its sequence stamp (user properties), if any.
+
+        A payload that does not decode raises :class:`PayloadError`; :func:`read_stamp` still reads its stamp.
+        """
+        return self.decode(payload, fields, props), read_stamp(props)
+
+    def encode(
+        self, samples: Sequence[SampleTuple], rate_hz: float | None = None, stamp: Stamp | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """Payload and user properties holding *samples* (one sensor's, in order), stamped with *stamp*."""
         raise NotImplementedError
 
 
@@ -145,17 +217,17 @@ class JsonCodec(Codec):
             values = tuple(_number(obj[c], c) for c in channels)
         return ts, self._check(values)
 
-    def decode(
-        self, payload: bytes, fields: Mapping[str, str] | None = None, props: Mapping[str, str] | None = None
-    ) -> list[SampleTuple]:
+    def _parse(self, payload: bytes) -> object:
         try:
-            doc = json.loads(payload)
+            return json.loads(payload)
         except (UnicodeDecodeError, ValueError) as exc:
             msg = f"not JSON: {exc}"
             raise PayloadError(msg) from None
         except RecursionError:
             msg = "not JSON: nested too deeply"
             raise PayloadError(msg) from None
+
+    def _samples(self, doc: object) -> list[SampleTuple]:
         if isinstance(doc, list):
             if not doc:
                 msg = "empty JSON array"
@@ -163,10 +235,46 @@ class JsonCodec(Codec):
             return [self._one(item) for item in doc]
         return [self._one(doc)]
 
-    def encode(self, samples: Sequence[SampleTuple], rate_hz: float | None = None) -> tuple[bytes, dict[str, str]]:
+    def decode(
+        self, payload: bytes, fields: Mapping[str, str] | None = None, props: Mapping[str, str] | None = None
+    ) -> list[SampleTuple]:
+        return self._samples(self._parse(payload))
+
+    def decode_stamped(
+        self, payload: bytes, fields: Mapping[str, str] | None = None, props: Mapping[str, str] | None = None
+    ) -> tuple[list[SampleTuple], Stamp | None]:
+        """Return samples and stamp: user properties first, else ``"seq"``/``"pub"`` keys of the (first) object.
+
+        >>> JsonCodec(("x",)).decode_stamped(b'{"ts": 1e9, "x": 1, "seq": 4, "pub": "p"}')
+        ([(1000000000.0, (1.0,))], Stamp(publisher='p', seq=4))
+        """
+        doc = self._parse(payload)
+        stamp = read_stamp(props)
+        if stamp is None:
+            head = doc[0] if isinstance(doc, list) and doc else doc
+            if isinstance(head, dict) and "seq" in head and "seq" not in self.channels:
+                stamp = _stamp(head.get("pub", ""), head["seq"])
+        return self._samples(doc), stamp
+
+    def encode(
+        self, samples: Sequence[SampleTuple], rate_hz: float | None = None, stamp: Stamp | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         docs = [{"ts": ts, **dict(zip(self.channels, values, strict=True))} for ts, values in samples]
         body = docs[0] if len(docs) == 1 else docs
-        return json.dumps(body, separators=(",", ":")).encode(), {}
+        return json.dumps(body, separators=(",", ":")).encode(), stamp_properties(stamp) if stamp else {}
+
+    def encode_in_payload(self, samples: Sequence[SampleTuple], stamp: Stamp) -> bytes:
+        """Return a payload carrying *stamp* as ``"seq"``/``"pub"`` keys of its (first) object, for MQTT 3.1.1.
+
+        >>> JsonCodec(("x",)).encode_in_payload([(1e9, (1.0,))], Stamp("p", 4))
+        b'{"ts":1000000000.0,"x":1.0,"seq":4,"pub":"p"}'
+        """
+        docs: list[dict[str, object]] = [
+            {"ts": ts, **dict(zip(self.channels, values, strict=True))} for ts, values in samples
+        ]
+        docs[0].update(seq=stamp.seq, pub=stamp.publisher)
+        body = docs[0] if len(docs) == 1 else docs
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 class CsvCodec(Codec):
@@ -207,9 +315,11 @@ class CsvCodec(Codec):
             raise PayloadError(msg)
         return out
 
-    def encode(self, samples: Sequence[SampleTuple], rate_hz: float | None = None) -> tuple[bytes, dict[str, str]]:
+    def encode(
+        self, samples: Sequence[SampleTuple], rate_hz: float | None = None, stamp: Stamp | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         lines = [",".join([repr(ts), *map(repr, values)]) for ts, values in samples]
-        return "\n".join(lines).encode(), {}
+        return "\n".join(lines).encode(), stamp_properties(stamp) if stamp else {}
 
 
 class F32Codec(Codec):
@@ -269,13 +379,16 @@ class F32Codec(Codec):
         rows = frames.astype(np.float64).tolist()
         return [(ts0 + i / rate, tuple(row)) for i, row in enumerate(rows)]
 
-    def encode(self, samples: Sequence[SampleTuple], rate_hz: float | None = None) -> tuple[bytes, dict[str, str]]:
+    def encode(
+        self, samples: Sequence[SampleTuple], rate_hz: float | None = None, stamp: Stamp | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         rate = rate_hz or self.rate_hz
         if rate is None:
             msg = "the f32 codec needs rate_hz to encode"
             raise ValueError(msg)
         data = np.asarray([values for _, values in samples], dtype="<f4")
-        return data.tobytes(), {"ts": repr(samples[0][0]), "rate_hz": repr(float(rate))}
+        props = {"ts": repr(samples[0][0]), "rate_hz": repr(float(rate))}
+        return data.tobytes(), {**props, **stamp_properties(stamp)} if stamp else props
 
 
 def make_codec(

@@ -18,11 +18,28 @@ QoS 1 is at least once: a message the broker delivers again (DUP flag, e.g.
 after it restarted with a persistent session) adds only its samples newer than
 the sensor's newest; the rest are counted in ``mqtt.duplicates``.
 
+Messages stamped with a sequence number per topic (MQTT v5 user properties
+``seq``/``pub``, see :mod:`edgeflow.mqtt.codecs`; ``edgeflow publish`` stamps
+them) are checked against it: a gap counts the missing messages in
+``mqtt.lost_upstream`` (lost before they reached the flow, e.g. dropped by the
+broker's queue; messages this source dropped itself are in ``mqtt.dropped``
+only), and a number already seen is a duplicate, however it is flagged.
+
 The partition's snapshot (:class:`MqttSourceState`) holds the samples emitted
 so far (``max_samples`` counts across a resume), each sensor's newest
 timestamp (after a resume, samples at or before it, such as QoS 1 messages the
-broker delivers again, are dropped and counted in ``mqtt.duplicates``), the
-messages and dead letters seen, and whether ``eos_topic`` ended the stream.
+broker delivers again, are dropped and counted in ``mqtt.duplicates``), each
+topic's last sequence stamp, the messages and dead letters seen, and whether
+``eos_topic`` ended the stream.
+
+**Acknowledged once a snapshot covers it.** With recovery on (the flow's
+``recovery_dir``), a QoS 1 subscription with a persistent session
+(``clean_session=False``) acknowledges each message only after the snapshot
+that covers it *and the next one* were taken (``ack_lag_snapshots=1``), so the
+covering snapshot is in the store before the broker forgets the message: after a
+``kill -9`` the flow resumes from its last snapshot and the broker sends again
+everything after it. Without recovery, paho acknowledges each message as it
+arrives.
 
 >>> state = MqttSourceState(emitted=3, newest_ts={"pump-1": 1772438400.5}, messages=2, dead_letters=1)
 >>> import pickle; pickle.loads(pickle.dumps(state)) == state
@@ -35,7 +52,9 @@ import contextlib
 import json
 import logging
 import math
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -45,8 +64,16 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 
 from edgeflow.errors import EdgeflowError
 from edgeflow.metrics import FlowStats
-from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
-from edgeflow.mqtt.codecs import CodecName, PayloadError, SampleTuple, make_codec
+from edgeflow.mqtt.client import (
+    RECEIVE_MAXIMUM,
+    BrokerConfig,
+    connect_async,
+    describe_connect_error,
+    describe_refusal,
+    make_client,
+    unique_suffix,
+)
+from edgeflow.mqtt.codecs import CodecName, PayloadError, SampleTuple, Stamp, make_codec, read_stamp
 from edgeflow.mqtt.handoff import HandOff, OverloadPolicy
 from edgeflow.mqtt.topics import TopicTemplate, check_filter, check_topic
 from edgeflow.records import DeadLetter, SampleBlock
@@ -55,6 +82,7 @@ __all__ = ["MqttSource", "MqttSourceConfig", "MqttSourcePartition", "MqttSourceS
 
 _log = logging.getLogger("edgeflow.mqtt")
 _PAYLOAD_SHOWN = 512
+_LOSSES_SHOWN = 10
 
 
 class MqttSourceConfig(BaseModel):
@@ -104,6 +132,11 @@ class MqttSourceConfig(BaseModel):
     check_broker: bool = True
     """Fail at compile time when no broker answers (``edgeflow run`` fails fast)."""
     connect_timeout_s: PositiveFloat = 3.0
+    ack_lag_snapshots: PositiveInt = 1
+    """With recovery and a persistent session: a message is acknowledged once the snapshot covering it and this
+    many more were taken (1: the next one; raise it when a step can hold a worker longer than a snapshot interval)."""
+    receive_maximum: int = Field(default=RECEIVE_MAXIMUM, ge=1, le=RECEIVE_MAXIMUM)
+    """With late acknowledgements (MQTT v5): how many unacknowledged messages the broker may send."""
 
     @model_validator(mode="after")
     def _check(self) -> MqttSourceConfig:
@@ -137,7 +170,7 @@ class MqttSourceConfig(BaseModel):
 class MqttSourceState:
     """What an MQTT source partition resumes from (picklable).
 
-    Recovery will acknowledge QoS 1 input only once a snapshot covers it; *messages* counts what was
+    With recovery, QoS 1 input is acknowledged only once a snapshot covers it; *messages* counts what was
     taken off the hand-off queue up to this snapshot.
     """
 
@@ -150,6 +183,8 @@ class MqttSourceState:
     dead_letters: int = 0
     ended: bool = False
     """A message on ``eos_topic`` ended the stream: a resumed partition ends at once."""
+    seqs: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Each stamped topic's publisher and last sequence number: after a resume, numbers up to it are duplicates."""
 
 
 class _Message(NamedTuple):
@@ -159,6 +194,8 @@ class _Message(NamedTuple):
     t_in: int
     dup: bool
     """The broker delivers it again (MQTT DUP flag), e.g. after it restarted with the session."""
+    ack: tuple[int, int] | None = None
+    """``(connection, mid)`` to acknowledge once a snapshot covers it (late acknowledgement only)."""
 
 
 def _user_props(message: Any) -> dict[str, str] | None:
@@ -177,7 +214,10 @@ class MqttSourcePartition:
         flow_name: str,
         stats: FlowStats,
         resume: MqttSourceState | None = None,
+        *,
+        late_acks: bool = False,
     ) -> None:
+        """*late_acks*: acknowledge QoS 1 messages only once a snapshot covers them (the run has recovery on)."""
         state = _resume_state(step_id, resume)
         self._step_id = step_id
         self._cfg = cfg
@@ -185,8 +225,18 @@ class MqttSourcePartition:
         self._template = TopicTemplate(cfg.template, cfg.key)
         self._codec = make_codec(cfg.codec, cfg.channels, cfg.value_range, cfg.rate_hz)
         self._needs_fields = cfg.codec == "f32"
+        self._wants_props = cfg.broker.protocol == "5"  # user properties: f32 metadata and sequence stamps
         self._filters = cfg.filters
-        self._queue: HandOff[_Message] = HandOff(cfg.queue_size, cfg.overload, cfg.block_timeout_s)
+        self._manual = late_acks and cfg.qos == 1 and not cfg.clean_session
+        self._gen = 0  # connection generation: a mid is acknowledged only on the connection it came on
+        self._consumed: list[tuple[int, int]] = []  # acks of messages taken since the last snapshot
+        self._covered: deque[list[tuple[int, int]]] = deque()  # acks per snapshot taken, oldest first
+        self._drops = threading.Lock()  # guards the two below, filled by the hand-off queue on paho's thread
+        self._dropped_acks: list[tuple[int, int]] = []
+        self._local_drops: dict[str, int] = {}  # messages per topic this source dropped (not lost upstream)
+        self._queue: HandOff[_Message] = HandOff(
+            cfg.queue_size, cfg.overload, cfg.block_timeout_s, on_drop=self._on_drop
+        )
         self._letters_in_flight: list[Any] = []  # paho MQTTMessageInfo of dead letters sent to dead_letter_topic
         self._idle = False
         self._reported = {"dropped": 0, "blocked": 0}
@@ -196,28 +246,70 @@ class MqttSourcePartition:
         self._messages = state.messages
         self._dead_letters = state.dead_letters
         self._eos = state.ended
+        self._seqs: dict[str, tuple[str, int]] = dict(getattr(state, "seqs", {}))
+        self._lost: dict[str, int] = {}  # messages lost upstream, by sensor
         self._started = self._last_message = time.monotonic()
         self._connects = 0
+        self._refusal: str | None = None  # why the broker (or TLS) refused the last attempt
+        self._failure: str | None = None  # why the last attempt failed, logged once per new reason
         client_id = cfg.client_id or f"edgeflow-{flow_name}-{step_id}"
         if cfg.client_id is None and cfg.clean_session:
             client_id += f"-{unique_suffix()}"
         self._client = make_client(cfg.broker, client_id, clean_session=cfg.clean_session)
+        self._client.connect_timeout = min(self._client.connect_timeout, cfg.connect_timeout_s)
+        if self._manual:
+            self._client.manual_ack_set(True)
+            if cfg.broker.protocol != "5":
+                _log.warning(
+                    "%s: MQTT 3.1.1 cannot ask for a Receive Maximum: the broker's max_inflight_messages "
+                    "(Mosquitto: 20) bounds the messages taken per snapshot; raise it or use protocol 5",
+                    step_id,
+                )
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._live = not self._ended()  # a stream that ended before its snapshot does not subscribe again
         if self._live:
             connect_async(
-                self._client, cfg.broker, clean_session=cfg.clean_session, session_expiry_s=cfg.session_expiry_s
+                self._client,
+                cfg.broker,
+                clean_session=cfg.clean_session,
+                session_expiry_s=cfg.session_expiry_s,
+                receive_maximum=cfg.receive_maximum if self._manual else None,
             )
 
     # paho network thread -------------------------------------------------
+    def _failed(self, reason: str) -> None:
+        """Log a failed connection attempt once per new reason (paho retries with the capped backoff)."""
+        if reason != self._failure:
+            self._failure = reason
+            _log.warning(
+                "%s: cannot connect to %s: %s; retrying with backoff up to %g s",
+                self._step_id,
+                self._cfg.broker.address,
+                reason,
+                self._cfg.broker.reconnect_max_s,
+            )
+
+    def _on_connect_fail(self, client: Any, _userdata: Any) -> None:
+        error = getattr(client, "last_error", None)
+        reason = describe_connect_error(error, self._cfg.broker) if error is not None else "no connection"
+        if reason.startswith("TLS"):
+            self._refusal = reason
+        self._failed(reason)
+
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if reason_code.is_failure:
             self._stats.count("mqtt.connect_refused")
-            _log.warning("%s: broker %s refused: %s", self._step_id, self._cfg.broker.address, reason_code)
+            self._refusal = describe_refusal(reason_code)
+            self._failed(self._refusal)
             return
+        if self._failure is not None:
+            _log.warning("%s: connected to %s", self._step_id, self._cfg.broker.address)
+        self._failure = self._refusal = None
+        self._gen += 1
         self._connects += 1
         if self._connects > 1:
             self._stats.count("mqtt.reconnects")
@@ -233,12 +325,23 @@ class MqttSourcePartition:
         self._stats.count("mqtt.subscriptions")
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        self._gen += 1  # acknowledgements of this connection's messages are void: the broker sends them again
+        if not self._connects:  # a refused or failed attempt, not a lost connection
+            return
         self._stats.count("mqtt.disconnects")
         _log.info("%s: disconnected from %s: %s", self._step_id, self._cfg.broker.address, reason_code)
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
-        props = _user_props(message) if self._needs_fields else None
-        self._queue.put(_Message(message.topic, message.payload, props, time.perf_counter_ns(), bool(message.dup)))
+        props = _user_props(message) if self._wants_props else None
+        ack = (self._gen, message.mid) if self._manual and message.qos == 1 else None
+        self._queue.put(_Message(message.topic, message.payload, props, time.perf_counter_ns(), bool(message.dup), ack))
+
+    def _on_drop(self, message: _Message) -> None:
+        """Note that the hand-off queue dropped *message* (``mqtt.dropped``, not lost upstream); ack it later."""
+        with self._drops:
+            self._local_drops[message.topic] = self._local_drops.get(message.topic, 0) + 1
+            if message.ack is not None:
+                self._dropped_acks.append(message.ack)
 
     # worker --------------------------------------------------------------
     def _dead(self, reason: str, message: _Message) -> DeadLetter:
@@ -304,6 +407,7 @@ class MqttSourcePartition:
         out: list[Any] = []
         groups: dict[str, tuple[list[float], list[tuple[float, ...]], list[int], list[int]]] = {}
         eos, limit = self._cfg.eos_topic, self._cfg.max_samples
+        consumed = self._consumed
         n = nbytes = 0
         taken = len(messages)
         for i, message in enumerate(messages):
@@ -311,8 +415,13 @@ class MqttSourcePartition:
                 self._stats.count("mqtt.after_end", len(messages) - i)
                 taken = i
                 break
+            if message.ack is not None:
+                consumed.append(message.ack)
             if message.topic == eos:
                 self._eos = True
+                continue
+            stamp = read_stamp(message.props) if message.props else None
+            if stamp is not None and not self._in_sequence(message, stamp):
                 continue
             key = self._template.sensor_key(message.topic)
             if key is None:
@@ -320,11 +429,18 @@ class MqttSourcePartition:
                 continue
             fields = self._template.match(message.topic) if self._needs_fields else None
             try:
-                samples = self._codec.decode(message.payload, fields, message.props)
+                samples, in_payload = self._codec.decode_stamped(message.payload, fields, message.props)
             except PayloadError as exc:
                 out.append(self._dead(str(exc), message))
                 continue
-            if message.dup or (self._seen and key in self._seen):
+            if stamp is None and in_payload is not None:
+                stamp = in_payload
+                if not self._in_sequence(message, stamp, samples):
+                    continue
+            if stamp is not None:  # the stamp decides what is new
+                if key in self._seen:
+                    del self._seen[key]
+            elif message.dup or (self._seen and key in self._seen):
                 samples = self._fresh(key, samples, groups)
                 if not samples:
                     continue
@@ -368,17 +484,87 @@ class MqttSourcePartition:
             return datetime.now(timezone.utc) + timedelta(seconds=self._cfg.idle_poll_s)
         return None
 
+    def _in_sequence(self, message: _Message, stamp: Stamp, samples: list[SampleTuple] | None = None) -> bool:
+        """Check *stamp* against its topic's last one: count a gap as lost upstream; ``False`` for a duplicate."""
+        topic = message.topic
+        with self._drops:
+            dropped_here = self._local_drops.pop(topic, 0) if self._local_drops else 0
+        last = self._seqs.get(topic)
+        if last is not None and last[0] == stamp.publisher:
+            if stamp.seq <= last[1]:  # sent again (QoS 1 redelivery, a publisher's resend after a reconnect)
+                self._duplicate(message, samples)
+                return False
+            lost = stamp.seq - last[1] - 1 - dropped_here
+            if lost > 0:
+                sensor = self._template.sensor_key(topic) or topic
+                self._lost[sensor] = self._lost.get(sensor, 0) + lost
+                self._stats.count("mqtt.lost_upstream", lost)
+        # else: the first message of this publisher on this topic sets the baseline
+        self._seqs[topic] = (stamp.publisher, stamp.seq)
+        return True
+
+    def _duplicate(self, message: _Message, samples: list[SampleTuple] | None) -> None:
+        self._stats.count("mqtt.duplicate_messages")
+        if samples is None:
+            with contextlib.suppress(PayloadError):
+                fields = self._template.match(message.topic) if self._needs_fields else None
+                samples = self._codec.decode(message.payload, fields, message.props)
+        if samples:
+            self._stats.count("mqtt.duplicates", len(samples))
+
     def snapshot(self) -> MqttSourceState:
-        """Return the state right after the items handed on so far."""
-        return MqttSourceState(self._emitted, dict(self._newest), self._messages, self._dead_letters, self._eos)
+        """Return the state right after the items handed on so far (and acknowledge what an older snapshot covers)."""
+        state = MqttSourceState(
+            self._emitted, dict(self._newest), self._messages, self._dead_letters, self._eos, dict(self._seqs)
+        )
+        if self._manual:
+            self._acknowledge()
+        return state
+
+    def _acknowledge(self) -> None:
+        """Acknowledge what the snapshot ``ack_lag_snapshots`` before this one covers; this one covers what came since.
+
+        A snapshot is taken at the end of an epoch; the one before it is in the recovery store by the time the next
+        is taken, so acknowledging its messages now cannot lose them. Messages of an earlier connection are not
+        acknowledged: the broker sends them again on the new one.
+        """
+        with self._drops:
+            dropped, self._dropped_acks = self._dropped_acks, []
+        self._covered.append(self._consumed + dropped if dropped else self._consumed)
+        self._consumed = []
+        acked = 0
+        while len(self._covered) > self._cfg.ack_lag_snapshots:
+            gen = self._gen
+            for message_gen, mid in self._covered.popleft():
+                if message_gen == gen:
+                    self._client.ack(mid, 1)
+                    acked += 1
+        if acked:
+            self._stats.count("mqtt.acked", acked)
 
     def close(self) -> None:
         self._report_queue()
         left = len(self._queue)
         if left:  # received but never read: the flow ended first
             self._stats.count("mqtt.after_end", left)
+        if self._lost:
+            worst = sorted(self._lost.items(), key=lambda kv: (-kv[1], kv[0]))
+            shown = ", ".join(f"{sensor} {n:,}" for sensor, n in worst[:_LOSSES_SHOWN])
+            more = f" and {len(worst) - _LOSSES_SHOWN} more sensors" if len(worst) > _LOSSES_SHOWN else ""
+            _log.warning(
+                "%s: %s messages lost upstream (gaps in the publishers' sequence numbers): %s%s",
+                self._step_id,
+                f"{sum(self._lost.values()):,}",
+                shown,
+                more,
+            )
         if not self._live:
             return
+        if not self._connects:
+            why = self._refusal or self._failure or "no answer"
+            self._stats.problem(
+                f"step {self._step_id!r}: never connected to the MQTT broker at {self._cfg.broker.address}: {why}"
+            )
         # dead letters published to the broker must not die with the connection: wait (boundedly) for their PUBACKs
         deadline = time.monotonic() + 2.0
         for info in self._letters_in_flight:
@@ -414,14 +600,24 @@ class MqttSource:
     >>> part.close()
     """
 
-    def __init__(self, step_id: str, cfg: MqttSourceConfig, flow_name: str, stats: FlowStats) -> None:
+    def __init__(
+        self, step_id: str, cfg: MqttSourceConfig, flow_name: str, stats: FlowStats, *, recovery: bool = False
+    ) -> None:
+        """*recovery*: the run snapshots (a persistent QoS 1 session then acknowledges once a snapshot covers it)."""
         self.step_id = step_id
         self.cfg = cfg
         self.flow_name = flow_name
         self.stats = stats
+        self.recovery = recovery
 
     def partitions(self) -> list[str]:
         return ["mqtt"]
 
     def open(self, partition: str, resume: MqttSourceState | None) -> MqttSourcePartition:
-        return MqttSourcePartition(self.step_id, self.cfg, self.flow_name, self.stats, resume)
+        if self.recovery and self.cfg.clean_session:
+            _log.warning(
+                "%s: the run takes snapshots but the MQTT source has a clean session: messages sent while the flow "
+                "is down are lost. Hint: clean_session=False keeps them at the broker until a snapshot covers them",
+                self.step_id,
+            )
+        return MqttSourcePartition(self.step_id, self.cfg, self.flow_name, self.stats, resume, late_acks=self.recovery)

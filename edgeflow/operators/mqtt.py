@@ -14,7 +14,14 @@ from typing import Any
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Flow, Schema, Step, StepContext, Stream, build_config
-from edgeflow.mqtt.client import DEFAULT_BROKER, BrokerConfig, BrokerUnreachableError, probe_broker, start_hint
+from edgeflow.mqtt.client import (
+    DEFAULT_BROKER,
+    BrokerConfig,
+    BrokerRejectedError,
+    BrokerUnreachableError,
+    probe_broker,
+    start_hint,
+)
 from edgeflow.mqtt.codecs import CodecName
 from edgeflow.mqtt.sink import MqttSink, MqttSinkConfig
 from edgeflow.mqtt.source import MqttSource, MqttSourceConfig
@@ -45,6 +52,9 @@ def _probe(step_id: str, broker: BrokerConfig, timeout_s: float) -> None:
         probe_broker(broker, timeout_s)
     except BrokerUnreachableError as exc:
         hint = start_hint(broker.address)
+        raise FlowValidationError(step_id, "broker", broker.address, str(exc), hint=hint) from None
+    except BrokerRejectedError as exc:
+        hint = "check ca_certs (the CA that signed the broker's certificate), the host name and the certificate's dates"
         raise FlowValidationError(step_id, "broker", broker.address, str(exc), hint=hint) from None
 
 
@@ -114,7 +124,7 @@ def mqtt_source(
         return Schema("samples", channels=cfg.channels, rate_hz=cfg.rate_hz)
 
     def build(ctx: StepContext) -> MqttSource:
-        return MqttSource(step_id, cfg, ctx.run.flow_name, ctx.run.stats)
+        return MqttSource(step_id, cfg, ctx.run.flow_name, ctx.run.stats, recovery=ctx.run.recovery_dir is not None)
 
     return flow.add_step(
         Step(step_id, "mqtt_source", "source", (), cfg, schema=schema, build=build, can_fail=True, check=check)
