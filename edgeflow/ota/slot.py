@@ -216,7 +216,7 @@ class ModelSlot:
         """The newest store request handled."""
         self._rejected: dict[str, str] = dict(rejected or {})
         self._notify = notify or (lambda _line: None)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when background work runs inline
         self._bg = _Background(inline=inline)
         if poll_s is not None:
             self._bg.periodic, self._bg.period_s = self._poll, poll_s
