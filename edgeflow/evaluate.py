@@ -397,7 +397,7 @@ def evaluate(
 
 
 def _scored_steps(compiled: CompiledFlow, step: str | None) -> list[str]:
-    scored = [s.step_id for s in compiled.order if compiled.schemas[s.step_id].kind == "scored"]
+    scored = [s.step_id for s in compiled.order if s.kind != "sink" and compiled.schemas[s.step_id].kind == "scored"]
     if step is not None:
         if step not in scored:
             msg = f"step {step!r} does not emit scored windows; scored steps of {compiled.name!r}: {scored}"

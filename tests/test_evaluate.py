@@ -95,3 +95,15 @@ def test_eval_command_prints_a_table_and_writes_json(monkeypatch: pytest.MonkeyP
     assert bad.exit_code == 2 and "cannot read labels" in bad.output
     wrong = runner.invoke(app, [*args, "--step", "summary"])
     assert wrong.exit_code == 1 and "step 'summary' does not emit scored windows" in wrong.output
+
+
+def test_a_detector_feeding_a_sink_directly_is_tapped(tmp_path: Path) -> None:
+    import edgeflow.operators as eo
+    from edgeflow import Flow
+
+    flow = Flow("direct")
+    s = eo.replay("samples", flow, ROOT / "examples/data/pump_vibration.csv")
+    f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms", "kurtosis"])
+    eo.output("out", eo.zscore_detector("detect", f, threshold=6.0), eo.jsonl(tmp_path / "scored.jsonl"))
+    result = evaluate(flow, ROOT / "examples/data/pump_vibration.faults.json")
+    assert result.steps == ("detect",) and result.total.detected == 3

@@ -18,9 +18,11 @@ learned, so a fault that lasts does not become the new normal. A lasting change
 that *is* the new normal, such as a sensor recalibrated during maintenance, is
 adopted with ``relevel_after=N``: after *N* consecutive flagged windows that a
 constant offset of the features would explain (at least 90 % of them normal
-once the offset is removed), the baseline moves by that offset (counted as
-``baseline.relevels``). A gradual rise, a stuck sensor on a cycling signal, or
-more noise is not a constant offset and stays flagged.
+once the offset is removed, and the first half of them level with the second),
+the baseline moves by that offset (counted as ``baseline.relevels``). A gradual
+rise or a stuck sensor on a cycling signal is not a constant offset and stays
+flagged; ``relevel_features=["mean"]`` keeps a lasting change of the other
+features (more noise) flagged too.
 
 >>> import numpy as np
 >>> cfg = RobustConfig(threshold=5.0, history=48, min_history=24)
@@ -30,7 +32,7 @@ more noise is not a constant offset and stays flagged.
 >>> sum(flagged for _z, flagged, _by in drift)  # follows a slow drift of 4 degrees
 0
 >>> state.score(np.array([31.0]), 300.0 * 400)[1:]  # a jump of 7 is not drift
-(True, {'temp': 21.298})
+(True, {'temp': 24.668})
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
 from edgeflow.operators.flagging import KOfN, check_persistence, feature_index, non_finite_letter, raised_by
@@ -64,6 +67,10 @@ class RobustConfig(BaseModel):
 
     threshold: PositiveFloat = 5.0
     """Robust |z| above which a window crosses."""
+    learn_limit: PositiveFloat | None = None
+    """A learned window enters the level and the scale at most this many scales from the baseline
+    (winsorized); ``None``: half the threshold. The level follows drift, but a rise faster than about
+    ``learn_limit`` scales per half ``history`` cannot drag it along."""
     features: tuple[str, ...] | None = Field(default=None, min_length=1)
     """The features that drive the score; ``None``: all of the input's."""
     history: int = Field(default=288, ge=8, le=100_000)
@@ -73,7 +80,10 @@ class RobustConfig(BaseModel):
     persistence: tuple[int, int] = (1, 1)
     """``(k, n)``: flag a window when *k* of the sensor's last *n* windows crossed the threshold."""
     relevel_after: PositiveInt | None = None
-    """Consecutive flagged windows after which a constant offset is adopted as the new level; ``None``: never."""
+    """Windows not learned in a row after which a constant offset is adopted as the new level; ``None``: never."""
+    relevel_features: tuple[str, ...] | None = Field(default=None, min_length=1)
+    """The features a new level may shift (e.g. ``["mean"]``); ``None``: all. A lasting change in the others
+    (more noise, a stuck reading) is then never adopted."""
     min_scale: PositiveFloat = 1e-3
     """Floor on each feature's scale, relative to its median's magnitude (plus 1e-9)."""
 
@@ -87,7 +97,18 @@ class RobustConfig(BaseModel):
         if self.min_history > self.history:
             msg = f"min_history: {self.min_history} windows do not fit a history of {self.history}"
             raise ValueError(msg)
+        if self.relevel_features is not None and self.relevel_after is None:
+            msg = "relevel_features: needs relevel_after (the windows after which a new level is adopted)"
+            raise ValueError(msg)
+        if self.learn_limit is not None and self.learn_limit > self.threshold:
+            msg = f"learn_limit: {self.learn_limit} is above the threshold {self.threshold} (flags would be learned)"
+            raise ValueError(msg)
         return self
+
+    @property
+    def learn_below(self) -> float:
+        """The |z| up to which windows are learned."""
+        return self.learn_limit if self.learn_limit is not None else self.threshold / 2
 
 
 class SeasonalConfig(RobustConfig):
@@ -167,19 +188,31 @@ class _Profile:
             self.weights[b] += weight
 
     def fit(self) -> None:
-        """Turn the warmup averages into the profile (bins never seen take the mean), centred on zero."""
-        seen = self.weights > 0
-        if seen.any():
+        """Turn the warmup averages into the profile, centred on zero.
+
+        A bin the warmup never reached (the sensor was silent then) is interpolated from the nearest
+        bins on either side, around the cycle: a bin left wrong would be flagged every period and,
+        since flagged windows are not learned, never corrected.
+        """
+        seen = np.flatnonzero(self.weights > 0)
+        if seen.size:
             means = self.sums[seen] / self.weights[seen, None]
-            self.values[seen] = means
-            self.values[~seen] = means.mean(axis=0)
+            around = np.concatenate((seen - self.bins, seen, seen + self.bins))
+            for j in range(means.shape[1]):
+                self.values[:, j] = np.interp(np.arange(self.bins), around, np.tile(means[:, j], 3))
             self.values -= self.values.mean(axis=0)
         self.fitted = True
 
     def learn(self, lower: int, w: float, error: np.ndarray) -> None:
-        """Move the two bins around a placement towards a normal value that was off by *error*."""
-        self.values[lower] += self.alpha * (1.0 - w) * error
-        self.values[(lower + 1) % self.bins] += self.alpha * w * error
+        """Move the two bins around a placement towards a normal value that was off by *error*.
+
+        A bin learns as a running mean until it has seen ``1/alpha`` windows (a bin the warmup never
+        reached is set by the first window it sees), then as an exponential average.
+        """
+        for b, weight in ((lower, 1.0 - w), ((lower + 1) % self.bins, w)):
+            if weight > 0:
+                self.weights[b] += weight
+                self.values[b] += weight * max(self.alpha, 1.0 / self.weights[b]) * error
 
 
 class BaselineState:
@@ -201,6 +234,8 @@ class BaselineState:
         self._names = names
         self._index = None if index is None else np.asarray(index)
         self._selected = names if index is None else tuple(names[i] for i in index)
+        shifted = cfg.relevel_features or self._selected
+        self._relevel_mask = np.array([name in shifted for name in self._selected])
         self._stats = stats
         self._step_id = step_id
         f = len(self._selected)
@@ -212,6 +247,10 @@ class BaselineState:
         self._w = np.zeros(cfg.history)
         self._count = 0
         self._pos = 0
+        # prediction errors of normal windows, for the scale
+        self._err = np.zeros((cfg.history, f))
+        self._ecount = 0
+        self._epos = 0
         self._first_t: float | None = None
         self._flags = KOfN(*cfg.persistence)
         # the current alarm's windows, for relevelling
@@ -223,7 +262,21 @@ class BaselineState:
         if resume is not None:
             self._restore(resume)
 
-    _SNAPSHOT = ("_x", "_lower", "_w", "_count", "_pos", "_first_t", "_qx", "_qlower", "_qw", "_qcount")
+    _SNAPSHOT = (
+        "_x",
+        "_lower",
+        "_w",
+        "_count",
+        "_pos",
+        "_err",
+        "_ecount",
+        "_epos",
+        "_first_t",
+        "_qx",
+        "_qlower",
+        "_qw",
+        "_qcount",
+    )
 
     def _restore(self, snap: dict[str, Any]) -> None:
         for name in self._SNAPSHOT:
@@ -260,58 +313,90 @@ class BaselineState:
     def _season(self, lower: np.ndarray | int, w: np.ndarray | float) -> np.ndarray | float:
         return self._profile.at(lower, w) if self._profile is not None else 0.0
 
-    def _level_and_scale(self) -> tuple[np.ndarray, np.ndarray]:
+    def _level(self) -> np.ndarray:
+        """Median of the history's values with the profile removed."""
         n = self._count
-        d = self._x[:n] - self._season(self._lower[:n], self._w[:n])
-        level = np.median(d, axis=0)
-        mad = np.median(np.abs(d - level), axis=0)
-        return level, np.maximum(_MAD_TO_STD * mad, self._cfg.min_scale * np.abs(level) + 1e-9)
+        return np.median(self._x[:n] - self._season(self._lower[:n], self._w[:n]), axis=0)  # type: ignore[no-any-return]
 
-    def _learn(self, x: np.ndarray, lower: int, w: float, baseline: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """Add a normal window to the history and, with a profile, move the profile towards it."""
-        profile = self._profile
-        if profile is not None and baseline is None:  # warming up
-            if self._count >= 8:  # one wild window must not set a bin
-                level, scale = self._level_and_scale()
-                x = np.clip(x, level - 10 * self._cfg.threshold * scale, level + 10 * self._cfg.threshold * scale)
-            profile.accumulate(lower, w, x)
-        elif profile is not None and baseline is not None:
-            level, scale = baseline
-            error = x - level - profile.at(lower, w)
-            profile.learn(lower, w, np.clip(error, -self._cfg.threshold * scale, self._cfg.threshold * scale))
+    def _scale(self, level: np.ndarray) -> np.ndarray:
+        """Robust spread of the prediction errors of recent normal windows (out of sample, so not too small)."""
+        e = self._err[: self._ecount]
+        mad = np.median(np.abs(e - np.median(e, axis=0)), axis=0)
+        return np.maximum(_MAD_TO_STD * mad, self._cfg.min_scale * np.abs(level) + 1e-9)  # type: ignore[no-any-return]
+
+    def _remember(self, x: np.ndarray, lower: int, w: float, error: np.ndarray | None) -> None:
+        """Add a normal window to the history and, if it was predicted with *error*, to the errors."""
+        cfg = self._cfg
+        if error is not None:
+            self._err[self._epos] = error
+            self._epos = (self._epos + 1) % cfg.history
+            self._ecount = min(self._ecount + 1, cfg.history)
         i = self._pos
         self._x[i], self._lower[i], self._w[i] = x, lower, w
-        self._pos = (i + 1) % self._cfg.history
-        self._count = min(self._count + 1, self._cfg.history)
+        self._pos = (i + 1) % cfg.history
+        self._count = min(self._count + 1, cfg.history)
+
+    def _warm(self, x: np.ndarray, lower: int, w: float) -> None:
+        """Learn a window of the warmup: the history, the profile's averages and (robust) the errors."""
+        profile = self._profile
+        if profile is None:
+            self._remember(x, lower, w, x - self._level() if self._count >= 8 else None)
+            return
+        if self._count >= 8:  # one wild window must not set a bin
+            level, bound = self._level(), 10 * self._cfg.threshold
+            spread = np.median(np.abs(self._x[: self._count] - level), axis=0) + 1e-9
+            x = np.clip(x, level - bound * spread, level + bound * spread)
+        profile.accumulate(lower, w, x)
+        self._remember(x, lower, w, None)
+
+    def _shape(self, lower: int, w: float, error: np.ndarray) -> None:
+        """Move the profile towards a window that did not cross (its error already winsorized)."""
+        if self._profile is not None:
+            self._profile.learn(lower, w, error)
 
     def score(self, x: np.ndarray, t: float) -> tuple[float, bool, dict[str, float] | None]:
         """Score the selected features *x* of a window centred at event time *t*; learn from it if normal.
 
-        Returns the largest |z|, the flag and, on a flagged window, the features that raised it.
+        Returns the largest |z|, the flag and, on a flagged window, the features that raised it. Until
+        the history holds ``min_history`` windows, the warmup time has passed (seasonal: the profile is
+        then fitted) and ``min_history`` normal windows have been predicted, windows are only learned.
         """
+        cfg = self._cfg
         lower, w = self._place(t)
         if self._first_t is None:
             self._first_t = t
-        if self._count < self._cfg.min_history or t - self._first_t < self._warmup:
-            self._learn(x, lower, w, None)
+        if self._count < cfg.min_history or t - self._first_t < self._warmup:
+            self._warm(x, lower, w)
             return 0.0, False, None
         if self._profile is not None and not self._profile.fitted:
             self._profile.fit()
-        level, scale = self._level_and_scale()
-        z = (x - self._season(lower, w) - level) / scale
+        level = self._level()
+        error = x - self._season(lower, w) - level
+        if self._ecount < cfg.min_history:  # calibrating the scale on predictions
+            if self._ecount >= 8:  # one wild window must not set a bin
+                bound = cfg.threshold * self._scale(level)
+                error = np.clip(error, -bound, bound)
+            self._shape(lower, w, error)
+            self._remember(x, lower, w, error)
+            return 0.0, False, None
+        scale = self._scale(level)
+        z = error / scale
         score = float(np.max(np.abs(z)))
-        crossed = score > self._cfg.threshold
-        flagged = self._flags.push(crossed)
-        if not (crossed or flagged):
-            self._learn(x, lower, w, (level, scale))
+        crossed = score > cfg.threshold
+        flagged = self._flags.push(crossed) and crossed
+        if not self._flags.active and not crossed:  # calm: learn it, pulling by at most learn_limit
+            bound = cfg.learn_below * scale
+            kept = np.clip(error, -bound, bound)
+            self._shape(lower, w, kept)
+            self._remember(x - error + kept, lower, w, kept)
             self._qcount = 0
             return score, False, None
-        if flagged and self._cfg.relevel_after is not None:
+        if cfg.relevel_after is not None:
             self._hold(x, lower, w, level, scale)
-        return score, flagged, raised_by(self._selected, z, self._cfg.threshold) if flagged else None
+        return score, flagged, raised_by(self._selected, z, cfg.threshold) if flagged else None
 
     def _hold(self, x: np.ndarray, lower: int, w: float, level: np.ndarray, scale: np.ndarray) -> None:
-        """Keep an alarm's windows; adopt their constant offset once it explains *relevel_after* of them."""
+        """Keep the windows not learned in a row; adopt their constant offset once it explains *relevel_after*."""
         size = self._qx.shape[0]
         i = self._qcount % size
         self._qx[i], self._qlower[i], self._qw[i] = x, lower, w
@@ -319,9 +404,12 @@ class BaselineState:
         if self._qcount < size:
             return
         d = self._qx - self._season(self._qlower, self._qw) - level
-        offset = np.median(d, axis=0)
+        offset = np.median(d, axis=0) * self._relevel_mask
         normal = np.max(np.abs((d - offset) / scale), axis=1) <= self._cfg.threshold
-        if normal.mean() >= _RELEVEL_SHARE:
+        d = np.roll(d, -(self._qcount % size), axis=0)  # oldest first
+        half = size // 2
+        trend = np.abs(np.median(d[size - half :], axis=0) - np.median(d[:half], axis=0)) / scale
+        if normal.mean() >= _RELEVEL_SHARE and np.max(trend) <= self._cfg.learn_below:  # a new level, not a trend
             self._x[: self._count] += offset
             self._qcount = 0
             self._flags.clear()
@@ -355,6 +443,16 @@ def _detector(step_id: str, up: Stream, operator: str, cfg: RobustConfig) -> Str
     def schema(inputs: tuple[Schema, ...]) -> Schema:
         (feats,) = inputs
         feature_index(step_id, feats, cfg.features)
+        selected = cfg.features or feats.features
+        unknown = [name for name in cfg.relevel_features or () if name not in selected]
+        if unknown:
+            raise FlowValidationError(
+                step_id,
+                "relevel_features",
+                list(cfg.relevel_features or ()),
+                f"{unknown} are not among the detector's features {list(selected)}",
+                hint="name features the detector scores",
+            )
         return feats.but(kind="scored")
 
     def build(ctx: StepContext) -> Any:
@@ -372,11 +470,13 @@ def robust_detector(
     up: Stream,
     *,
     threshold: float = 5.0,
+    learn_limit: float | None = None,
     features: list[str] | tuple[str, ...] | None = None,
     history: int = 288,
     min_history: int = 48,
     persistence: tuple[int, int] = (1, 1),
     relevel_after: int | None = None,
+    relevel_features: list[str] | tuple[str, ...] | None = None,
     min_scale: float = 1e-3,
 ) -> Stream:
     """Flag windows whose features stray from the median of the sensor's recent normal windows.
@@ -391,11 +491,13 @@ def robust_detector(
         step_id,
         RobustConfig,
         threshold=threshold,
+        learn_limit=learn_limit,
         features=features,
         history=history,
         min_history=min_history,
         persistence=persistence,
         relevel_after=relevel_after,
+        relevel_features=relevel_features,
         min_scale=min_scale,
     )
     return _detector(step_id, up, "robust", cfg)
@@ -408,6 +510,7 @@ def seasonal_detector(
     period: str = "day",
     bins_per_day: int = 24,
     threshold: float = 5.0,
+    learn_limit: float | None = None,
     features: list[str] | tuple[str, ...] | None = None,
     history: int = 288,
     min_history: int = 48,
@@ -416,6 +519,7 @@ def seasonal_detector(
     tz: str = "UTC",
     persistence: tuple[int, int] = (1, 1),
     relevel_after: int | None = None,
+    relevel_features: list[str] | tuple[str, ...] | None = None,
     min_scale: float = 1e-3,
 ) -> Stream:
     """Like :func:`robust_detector`, after removing a time-of-day (or time-of-week) profile learned online.
@@ -432,6 +536,7 @@ def seasonal_detector(
         period=period,
         bins_per_day=bins_per_day,
         threshold=threshold,
+        learn_limit=learn_limit,
         features=features,
         history=history,
         min_history=min_history,
@@ -440,6 +545,7 @@ def seasonal_detector(
         tz=tz,
         persistence=persistence,
         relevel_after=relevel_after,
+        relevel_features=relevel_features,
         min_scale=min_scale,
     )
     return _detector(step_id, up, "seasonal", cfg)

@@ -109,8 +109,8 @@ class ZScoreState:
         self.last_z = (x - self._mean) / std
         z = float(np.max(np.abs(self.last_z)))
         crossed = z > cfg.threshold
-        anomaly = self._flags.push(crossed)
-        if cfg.alpha > 0 and not (crossed or anomaly):
+        anomaly = self._flags.push(crossed) and crossed
+        if cfg.alpha > 0 and not self._flags.active:
             if self._n == cfg.warmup:  # switch from Welford sums to an EWMA variance
                 self._m2 = self._m2 / (self._n - 1)
                 self._n += 1

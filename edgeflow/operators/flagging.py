@@ -8,13 +8,15 @@
   time (:func:`non_finite_letter`), so one absurd sample cannot blind a sensor.
 * **Explained flags**: a flagged window carries the features whose z-values
   crossed the threshold, with those z-values (:func:`raised_by`).
-* **Persistence against flicker**: with ``persistence=(k, n)`` a window is
-  flagged when at least *k* of the sensor's last *n* windows crossed the
-  threshold (:class:`KOfN`); ``(1, 1)`` flags every crossing.
+* **Persistence against flicker**: with ``persistence=(k, n)`` a window that
+  crosses the threshold is flagged only when at least *k* of the sensor's last
+  *n* windows crossed (:class:`KOfN`): a lone crossing is not, and an alarm
+  ends with the fault. While *k* of the last *n* crossed, no window is learned.
+  ``(1, 1)`` flags every crossing.
 
 >>> flags = KOfN(2, 3)
->>> [flags.push(x) for x in (True, False, True, True, False, False)]
-[False, False, True, True, True, False]
+>>> [flags.push(x) and x for x in (True, False, True, True, False, False)]
+[False, False, True, True, False, False]
 """
 
 from __future__ import annotations
@@ -83,13 +85,13 @@ class KOfN:
         self.bits = 0
 
     def push(self, crossed: bool) -> bool:
-        """Record one window's crossing; return whether the window is flagged."""
+        """Record one window's crossing; return whether *k* of the last *n* crossed (the alarm is active)."""
         self.bits = ((self.bits << 1) | int(crossed)) & ((1 << self.n) - 1)
         return self.bits.bit_count() >= self.k
 
     @property
     def active(self) -> bool:
-        """Whether the most recent window was flagged."""
+        """Whether *k* of the last *n* windows crossed."""
         return self.bits.bit_count() >= self.k
 
     def clear(self) -> None:

@@ -138,8 +138,8 @@ class RiverState:
         else:
             assert self._cfg.threshold is not None
             crossed = score > self._cfg.threshold
-        flagged = self._flags.push(crossed)
-        if not (crossed or flagged):
+        flagged = self._flags.push(crossed) and crossed
+        if not self._flags.active:
             self._learn(x, sample)
             return score, False, None
         return score, flagged, self._explain(x) if flagged else None
