@@ -236,6 +236,8 @@ class Evaluation:
     report: RunReport | None = None
     steps: tuple[str, ...] = ()
     """The scored steps whose flags were evaluated."""
+    flags: tuple[WindowFlag, ...] = ()
+    """Every window scored, per sensor in event time order (for a closer look in tests)."""
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -318,6 +320,7 @@ def score_flags(
         windows = sorted(by_sensor[sensor], key=lambda w: (w.end, w.start))
         mine = sorted((x for x in labels if x.sensor == sensor), key=lambda x: x.start)
         sensors[sensor] = _score_sensor(sensor, windows, mine, grace_s, merge_s)
+    ordered = tuple(w for sensor in sorted(by_sensor) for w in sorted(by_sensor[sensor], key=lambda w: w.end))
     total = SensorScore("all")
     for s in sensors.values():
         total.windows += s.windows
@@ -327,7 +330,7 @@ def score_flags(
         total.false_alarms += s.false_alarms
         total.days += s.days
         total.intervals.extend(s.intervals)
-    return Evaluation(sensors, total, grace_s, merge_s)
+    return Evaluation(sensors, total, grace_s, merge_s, flags=ordered)
 
 
 def _score_sensor(
