@@ -1,28 +1,38 @@
 """Detectors whose baseline follows drift and seasons without learning the fault.
 
 Both score a window by robust z-values of its selected features,
-``z = (x - expected) / (1.4826 * MAD)``, against a baseline learned online per
-sensor, on event time:
+``z = (x - expected) / scale``, against a baseline learned online per sensor, on
+event time:
 
 * :func:`robust_detector`: the expected value is the median of the sensor's last
-  ``history`` normal windows, the scale their median absolute deviation. It
-  follows slow drift; one outlier moves neither.
+  ``history`` learned windows. It follows slow drift; one outlier moves nothing.
 * :func:`seasonal_detector`: the same, after removing a time-of-day profile
   (``period="day"``) or a time-of-week profile (``period="week"``: each weekday
-  its own day shape) learned online, with linear interpolation between
-  ``bins_per_day`` bins. Windows are placed by the middle of their span in the
-  local time of ``tz``.
+  its own day shape), with linear interpolation between ``bins_per_day`` bins.
+  The first period (``warmup_s``) is learned, not scored: the profile starts as
+  its averages (a time the sensor was silent is interpolated) and then learns
+  online. Windows are placed by the middle of their span in the local time of
+  ``tz``.
 
-Flagged windows (and every window of an alarm, see ``persistence``) are never
-learned, so a fault that lasts does not become the new normal. A lasting change
-that *is* the new normal, such as a sensor recalibrated during maintenance, is
-adopted with ``relevel_after=N``: after *N* consecutive flagged windows that a
-constant offset of the features would explain (at least 90 % of them normal
-once the offset is removed, and the first half of them level with the second),
-the baseline moves by that offset (counted as ``baseline.relevels``). A gradual
-rise or a stuck sensor on a cycling signal is not a constant offset and stays
-flagged; ``relevel_features=["mean"]`` keeps a lasting change of the other
-features (more noise) flagged too.
+The scale is ``1.4826 * MAD`` of the errors the baseline made predicting the
+last ``history`` learned windows: out of sample, so the windows a profile was
+fitted to do not make it too small. Scoring starts once ``min_history`` windows
+have been predicted (for the seasonal detector: a calibration after the warmup).
+
+What is learned, and how much, keeps a fault out of the baseline:
+
+* a window that crosses the threshold, and every window while ``persistence``
+  holds an alarm, is not learned at all;
+* any other window is learned winsorized: at most ``learn_limit`` scales (half
+  the threshold) from the baseline, so the level follows drift but a rise faster
+  than about ``learn_limit`` scales per half ``history`` cannot drag it along;
+* a lasting change that *is* the new normal, such as a sensor recalibrated in
+  maintenance, is adopted with ``relevel_after=N``: after *N* windows in a row
+  not learned, if a constant offset explains them (90 % normal once it is
+  removed, the first half level with the second), the baseline moves by that
+  offset (counted as ``baseline.relevels``). A rise or a stuck sensor on a
+  cycling signal is no constant offset; ``relevel_features=["mean"]`` keeps a
+  lasting change of the other features (more noise) a fault too.
 
 >>> import numpy as np
 >>> cfg = RobustConfig(threshold=5.0, history=48, min_history=24)
