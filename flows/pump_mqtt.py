@@ -36,10 +36,15 @@ def make_flow(
     uplink_topic: str = "edgeflow/{flow}/{sensor}/{kind}",
     spool: str | None = "out/pump_mqtt.outbox.sqlite",
     name: str = "pump_mqtt",
+    dead_letters: str | None = None,
 ) -> Flow:
-    """Build the live reference flow; *broker* defaults to ``$EDGEFLOW_MQTT_BROKER`` or ``127.0.0.1:1883``."""
+    """Build the live reference flow; *broker* defaults to ``$EDGEFLOW_MQTT_BROKER`` or ``127.0.0.1:1883``.
+
+    The broker may carry a login, ``user:password@host:port`` (``mqtts://`` for TLS); it is never printed.
+    Dead letters go to *dead_letters*, by default ``out/<name>.dead_letters.jsonl``.
+    """
     broker = broker or os.environ.get("EDGEFLOW_MQTT_BROKER", "127.0.0.1:1883")
-    flow = Flow(name, dead_letter_path=f"out/{name}.dead_letters.jsonl")
+    flow = Flow(name, dead_letter_path=dead_letters or f"out/{name}.dead_letters.jsonl")
     samples = eo.mqtt_source(
         "samples",
         flow,

@@ -96,7 +96,7 @@ class BrokerConfig(BaseModel):
     Accepts a ``"host:port"`` string (``mqtts://`` turns TLS on) or a mapping.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # inputs may hold a password
 
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65_535)
@@ -200,8 +200,8 @@ def _tls_context(cfg: BrokerConfig) -> ssl.SSLContext:
 _VERIFY_CODES = {
     9: "the broker's certificate is not valid yet (check the clocks)",
     10: "the broker's certificate has expired",
-    18: "the broker's certificate is self-signed and not in ca_certs (unknown CA)",
-    19: "the broker's certificate chain ends in a CA that is not in ca_certs (unknown CA)",
+    18: "the broker's certificate is self-signed: an unknown CA (put it in ca_certs to trust it)",
+    19: "the broker's certificate is signed by an unknown CA (not in ca_certs or the system's store)",
     20: "the broker's certificate is signed by an unknown CA (not in ca_certs or the system's store)",
     21: "the broker's certificate is signed by an unknown CA (not in ca_certs or the system's store)",
     62: "the broker's certificate does not name the host {host!r} (hostname mismatch)",

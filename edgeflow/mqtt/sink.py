@@ -69,7 +69,7 @@ class MqttSinkConfig(BaseModel):
     1
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # inputs may hold a password
 
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     topic: str = "edgeflow/{flow}/{sensor}/{kind}"

@@ -93,7 +93,7 @@ class MqttSourceConfig(BaseModel):
     (('plant/+/+/accel',), 1, 'block')
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)  # inputs may hold a password
 
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     template: str = "sensors/{sensor}"

@@ -26,6 +26,17 @@ RECORDING = ROOT / "examples" / "data" / "pump_vibration.csv"
 INSTALL_HINT = "mosquitto is not installed: run `sudo apt-get install -y mosquitto mosquitto-clients` (.ci/run does)"
 
 
+def _password_hash(password: str) -> str:
+    """A mosquitto 2 password-file hash (PBKDF2-SHA512, as mosquitto_passwd writes it)."""
+    import base64
+    import hashlib
+    import os
+
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,9 +44,24 @@ def _free_port() -> int:
 
 
 class Broker:
-    """One mosquitto process; can be killed and restarted on the same port with its persistence file."""
+    """One mosquitto process; can be killed and restarted on the same port with its persistence file.
 
-    def __init__(self, folder: Path, persistence: bool = False, anonymous: bool = True) -> None:
+    *users* (name -> password) makes it check logins; *tls* (``cafile``, ``certfile``, ``keyfile`` paths) makes its
+    listener TLS-only; *settings* override mosquitto.conf options (e.g. ``{"max_queued_messages": "100"}``).
+    *autosave* is how many changes make it save its database (with *persistence*; 1 = after every change).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        persistence: bool = False,
+        anonymous: bool = True,
+        *,
+        users: dict[str, str] | None = None,
+        tls: dict[str, Path] | None = None,
+        settings: dict[str, str] | None = None,
+        autosave: int = 1,
+    ) -> None:
         self.binary = shutil.which("mosquitto") or next(
             (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
         )
@@ -45,6 +71,10 @@ class Broker:
         folder.mkdir(parents=True, exist_ok=True)
         self.persistence = persistence
         self.anonymous = anonymous
+        self.users = users
+        self.tls = tls
+        self.settings = settings or {}
+        self.autosave = autosave
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -54,11 +84,11 @@ class Broker:
 
     def _config(self) -> Path:
         conf = self.folder / "mosquitto.conf"
+        options = {"max_queued_messages": "1000000", "max_inflight_messages": "1000", **self.settings}
         lines = [
             f"listener {self.port} 127.0.0.1",
-            f"allow_anonymous {'true' if self.anonymous else 'false'}",
-            "max_queued_messages 1000000",
-            "max_inflight_messages 1000",
+            f"allow_anonymous {'true' if self.anonymous and not self.users else 'false'}",
+            *(f"{name} {value}" for name, value in options.items()),
             f"log_dest file {self.folder / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",
@@ -71,8 +101,14 @@ class Broker:
                 "persistence true",
                 f"persistence_location {self.folder}/",
                 "autosave_on_changes true",
-                "autosave_interval 1",
+                f"autosave_interval {self.autosave}",
             ]
+        if self.users:
+            passwords = self.folder / "passwords"
+            passwords.write_text("".join(f"{user}:{_password_hash(pw)}\n" for user, pw in self.users.items()))
+            lines.append(f"password_file {passwords}")
+        if self.tls:
+            lines += [f"{name} {path}" for name, path in self.tls.items()]
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
@@ -93,7 +129,8 @@ class Broker:
                     time.sleep(0.02)
             self.stop()
             self.port = 0 if not self.persistence else self.port
-        pytest.fail(f"mosquitto did not start on 127.0.0.1 (see {self.folder / 'mosquitto.log'})")
+        log = self.log()[-2000:]
+        pytest.fail(f"mosquitto did not start on 127.0.0.1 (see {self.folder / 'mosquitto.log'}):\n{log}")
 
     def log(self) -> str:
         """What mosquitto logged so far (errors, warnings, notices and connection messages)."""
@@ -127,11 +164,22 @@ class Broker:
 class Collector:
     """A paho subscriber that keeps every message (topic, payload) in arrival order."""
 
-    def __init__(self, address: str, topic: str, *, client_id: str | None = None, clean: bool = True) -> None:
+    def __init__(
+        self,
+        address: str,
+        topic: str,
+        *,
+        client_id: str | None = None,
+        clean: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        cfg = BrokerConfig.model_validate(address).model_copy(update={"reconnect_min_s": 0.05, "reconnect_max_s": 0.2})
+        login = {"username": username, "password": password} if username else {}
+        base = BrokerConfig.model_validate(address).model_dump()
+        cfg = BrokerConfig.model_validate({**base, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2, **login})
         self.client = make_client(cfg, client_id or f"collector-{unique_suffix()}", clean_session=clean)
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
