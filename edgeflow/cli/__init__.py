@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`edgeflow.cli.flows` (``validate``, ``graph``,
 ``run``, ``init``), :mod:`edgeflow.cli.evaluate` (``eval``), :mod:`edgeflow.cli.mqtt`
-(``record``, ``publish``) and :mod:`edgeflow.cli.model` (``model build``, ``model info``). Heavy libraries
+(``record``, ``publish``) and :mod:`edgeflow.cli.model` (``model ...``, ``fleet ...``). Heavy libraries
 (paho, LiteRT, TensorFlow, bytewax) are imported by the command that needs them.
 
 Exit codes are in :mod:`edgeflow.terminal`: 0 success, 1 failed while running, 2 bad command
@@ -10,7 +10,7 @@ line, 3 invalid flow (nothing ran), 4 flow file not loadable. ``edgeflow --debug
 shows the full traceback behind an error.
 
 >>> sorted(typer.main.get_command(app).commands)
-['eval', 'graph', 'init', 'model', 'publish', 'record', 'run', 'validate']
+['eval', 'fleet', 'graph', 'init', 'model', 'publish', 'record', 'run', 'validate']
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ flows.register(app)
 evaluate.register(app)
 mqtt.register(app)
 model.register(app)
+model.register_fleet(app)
 
 
 def main() -> None:

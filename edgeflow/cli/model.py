@@ -12,11 +12,15 @@ signs a model folder's manifest, ``verify`` checks one as a gateway would;
 flow to shadow and promote, ``rollback`` asks it to leave a version, ``status``
 shows what it runs and what happened, and ``agent`` takes updates over MQTT.
 
+``edgeflow fleet rollout / status / rollback`` is the control plane beside the broker
+(:mod:`edgeflow.ota.fleet`).
+
 >>> import typer
 >>> app = typer.Typer()
 >>> register(app)
+>>> register_fleet(app)
 >>> [group.name for group in app.registered_groups]
-['model']
+['model', 'fleet']
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import typer
 from edgeflow.model import LiteRTModelHandler, ModelLoadError
 from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_USAGE, err
 
-__all__ = ["register"]
+__all__ = ["parse_expiry", "register", "register_fleet"]
 
 
 def _run_script(script: Path, out: Path | None, key: Path | None = None) -> int:
@@ -72,6 +76,7 @@ def _trusted_keys_default() -> Path:
     return Path(os.environ.get("EDGEFLOW_TRUSTED_KEYS") or "models/keys")
 
 
+BrokerOption = Annotated[str, typer.Option("--broker", "-b", help="host:port (mqtts:// for TLS)")]
 TrustedOption = Annotated[
     Path | None,
     typer.Option(
@@ -228,6 +233,102 @@ def _status(store_dir: Path, last: int) -> int:
     return 0
 
 
+def _agent(store: Path, gateway: str, group: str | None, broker: str, trusted_keys: Path | None, prefix: str) -> int:
+    import signal
+    import threading
+
+    from pydantic import ValidationError
+
+    from edgeflow.model.signing import SignatureError
+    from edgeflow.ota.agent import AgentSettings, GatewayAgent
+
+    try:
+        settings = AgentSettings(gateway=gateway, group=group, store=store, broker=broker,  # type: ignore[arg-type]
+                                 trusted_keys=trusted_keys or _trusted_keys_default(), prefix=prefix)  # fmt: skip
+        agent = GatewayAgent(settings)
+    except (ValidationError, SignatureError) as exc:
+        err.print("[red]cannot start the agent[/red]: ", end="")
+        err.print(" ".join(str(exc).split()), markup=False)
+        return EXIT_USAGE
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    err.print(f"agent {gateway} ({group or 'no group'}): store {store}, broker {settings.broker.address}, "
+              f"control topics under {prefix}/")  # fmt: skip
+    shown = 0
+    try:
+        while not stop.wait(0.05):
+            agent.step()
+            for record in agent.published[shown:]:
+                reason = f"  {record['reason']}" if record.get("reason") else ""
+                err.print(f"{record['at']}  {record['state']:<12} {record.get('version') or ''}{reason}", markup=False)
+            shown = len(agent.published)
+    finally:
+        agent.stop()
+    return 0
+
+
+def _fleet_rollout(folder: Path, broker: str, key: Path, plan_args: dict[str, object], expect: int | None) -> int:
+    from pydantic import ValidationError
+
+    from edgeflow.ota.fleet import RolloutController, RolloutPlan
+
+    try:
+        plan = RolloutPlan(**plan_args)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err.print(f"[red]bad rollout plan[/red]: {exc.errors()[0]['msg']}")
+        return EXIT_USAGE
+    try:
+        controller = RolloutController(broker, key, log=lambda line: err.print(line, markup=False))
+    except (ConnectionError, ModelLoadError) as exc:
+        err.print(f"[red]cannot start the rollout[/red]: {exc}")
+        return EXIT_FAILED
+    try:
+        fleet = controller.discover(expect=expect)
+        err.print(f"fleet: {len(fleet)} gateways reported")
+        report = controller.rollout(folder, plan)
+    except ModelLoadError as exc:
+        err.print("[red]refused[/red]: ", end="")
+        err.print(str(exc), markup=False)
+        return EXIT_INVALID
+    finally:
+        controller.close()
+    for line in report.lines():
+        typer.echo(line)
+    return 0 if report.outcome == "complete" else EXIT_FAILED
+
+
+def _fleet_status(broker: str, wait_s: float) -> int:
+    from edgeflow.mqtt.client import BrokerConfig, connect_async, make_client, unique_suffix
+
+    cfg = BrokerConfig.model_validate(broker)
+    seen: dict[str, dict[str, object]] = {}
+    client = make_client(cfg, f"edgeflow-fleet-status-{unique_suffix()}")
+    client.on_connect = lambda c, *_: c.subscribe("edgeflow/ota/gw/+/status", qos=1)
+
+    def on_message(_c: object, _u: object, message: object) -> None:
+        try:
+            record = json.loads(message.payload)  # type: ignore[attr-defined]
+            seen[str(record["gateway"])] = record
+        except (ValueError, KeyError, TypeError):
+            pass
+
+    client.on_message = on_message
+    connect_async(client, cfg)
+    time.sleep(wait_s)
+    client.disconnect()
+    client.loop_stop()
+    for name in sorted(seen):
+        r = seen[name]
+        where = r.get("group") or "-"
+        typer.echo(
+            f"{name:<16} {where!s:<10} {r.get('state')!s:<12} active {r.get('active') or '-'}  {r.get('reason') or ''}"
+        )
+    err.print(f"{len(seen)} gateways")
+    return 0
+
+
 def _info(path: Path, variant: str | None) -> int:
     try:
         info = LiteRTModelHandler(path, variant=variant).load_model()
@@ -330,6 +431,18 @@ def register(app: typer.Typer) -> None:
         seq = ModelStore(store).request_rollback(version, reason, origin="deploy")
         typer.echo(f"rollback of {version} requested (#{seq})")
 
+    @group.command("agent")
+    def agent(
+        store: Annotated[Path, typer.Option("--store", "-s", help="The gateway's model store folder")],
+        gateway: Annotated[str, typer.Option("--gateway", "-g", help="This gateway's id")],
+        group_name: Annotated[str | None, typer.Option("--group", help="This gateway's group")] = None,
+        broker: Annotated[str, typer.Option("--broker", "-b", help="host:port (mqtts:// for TLS)")] = "127.0.0.1:1883",
+        trusted_keys: TrustedOption = None,
+        prefix: Annotated[str, typer.Option("--prefix", help="Topic prefix")] = "edgeflow/ota",
+    ) -> None:
+        """Take signed updates over MQTT into the model store and report their state (runs until Ctrl-C)."""
+        raise typer.Exit(_agent(store, gateway, group_name, broker, trusted_keys, prefix))
+
     @group.command("status")
     def status(
         store: Annotated[Path, typer.Option("--store", "-s", help="The gateway's model store folder")],
@@ -339,3 +452,68 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(_status(store, last))
 
     app.add_typer(group, name="model")
+
+
+def register_fleet(app: typer.Typer) -> None:
+    """Add the ``fleet`` command group (the rollout controller) to the ``edgeflow`` command."""
+    group = typer.Typer(no_args_is_help=True, help="Roll signed model versions out to a fleet of gateways over MQTT.")
+
+    @group.command("rollout")
+    def rollout(
+        folder: Annotated[Path, typer.Argument(help="The signed model folder to roll out")],
+        key: Annotated[Path, typer.Option("--key", help="The private key that signed it (signs the commands)")],
+        broker: BrokerOption = "127.0.0.1:1883",
+        group_name: Annotated[str | None, typer.Option("--group", help="Only gateways of this group")] = None,
+        stages: Annotated[str, typer.Option("--stages", help="Cumulative shares, e.g. 0.05,0.25,1")] = "0.05,0.25,1",
+        max_failures: Annotated[int, typer.Option("--max-failures", help="Failures per stage before abort")] = 0,
+        stage_timeout: Annotated[float, typer.Option("--stage-timeout", help="Seconds a stage may take")] = 600.0,
+        expect: Annotated[int | None, typer.Option("--expect", help="Wait until this many gateways reported")] = None,
+    ) -> None:
+        """Canary, gates on the gateways' reported health, then expansion; abort and roll back on a failed stage."""
+        try:
+            shares = tuple(float(x) for x in stages.split(","))
+        except ValueError:
+            err.print(f"[red]bad --stages[/red] {stages!r}: give shares like 0.05,0.25,1")
+            raise typer.Exit(EXIT_USAGE) from None
+        plan = {"stages": shares, "group": group_name, "max_failures": max_failures, "stage_timeout_s": stage_timeout}
+        raise typer.Exit(_fleet_rollout(folder, broker, key, plan, expect))
+
+    @group.command("status")
+    def status(
+        broker: BrokerOption = "127.0.0.1:1883",
+        wait: Annotated[float, typer.Option("--wait", help="Seconds to collect the retained reports")] = 1.0,
+    ) -> None:
+        """List every gateway's latest reported state and active model."""
+        raise typer.Exit(_fleet_status(broker, wait))
+
+    @group.command("rollback")
+    def rollback(
+        version: Annotated[str, typer.Argument(help="The version to leave")],
+        key: Annotated[Path, typer.Option("--key", help="A private key the gateways trust")],
+        broker: BrokerOption = "127.0.0.1:1883",
+        gateway: Annotated[list[str] | None, typer.Option("--gateway", "-g", help="A gateway (repeatable)")] = None,
+        group_name: Annotated[str | None, typer.Option("--group", help="A whole group")] = None,
+        reason: Annotated[str, typer.Option("--reason", help="Why")] = "operator request",
+    ) -> None:
+        """Order gateways (or a group) to leave VERSION for their last good one."""
+        from edgeflow.mqtt.client import unique_suffix
+        from edgeflow.ota.channel import rollback_order
+        from edgeflow.ota.fleet import RolloutController
+
+        if not gateway and group_name is None:
+            err.print("[red]name --gateway or --group[/red]")
+            raise typer.Exit(EXIT_USAGE)
+        controller = RolloutController(broker, key)
+        try:
+            order = rollback_order(f"manual-{unique_suffix()}", version, reason)
+            for name in gateway or []:
+                controller.send(order, gateway=name)
+            if group_name is not None:
+                controller.send(order, group=group_name)
+        finally:
+            controller.close()
+        typer.echo(
+            f"rollback of {version} sent to {', '.join(gateway or [])}{' group ' + group_name if group_name else ''}"
+        )
+
+    app.add_typer(group, name="fleet")

@@ -65,6 +65,8 @@ class AgentSettings(BaseModel):
     """Chunks asked for at a time."""
     transfer_timeout_s: PositiveFloat = 300.0
     """Give up a transfer (keeping its chunks for the next attempt) after this long."""
+    durable: bool = True
+    """Flush the store's and the agent's files to the disk on every change (off only for simulated fleets)."""
 
 
 @dataclass
@@ -74,6 +76,13 @@ class _Transfer:
     started: float
     inflight: set[tuple[str, int]] = field(default_factory=set)
     damaged: int = 0
+    have: set[tuple[str, int]] = field(default_factory=set)
+    """Chunks on disk (read from the folder once, then kept up to date)."""
+
+    def __post_init__(self) -> None:
+        self.order = [(f["sha256"], i) for f in self.files for i in range(int(f["chunks"]))]
+        self.wanted = set(self.order)
+        self.have = {m for m in self.order if self.chunk(*m).exists()}
 
     @property
     def files(self) -> list[dict[str, Any]]:
@@ -82,12 +91,14 @@ class _Transfer:
     def chunk(self, sha: str, index: int) -> Path:
         return self.folder / "chunks" / f"{sha}.{index:05d}"
 
-    def wanted(self) -> set[tuple[str, int]]:
-        return {(f["sha256"], i) for f in self.files for i in range(int(f["chunks"]))}
-
     def missing(self) -> list[tuple[str, int]]:
-        wanted = [(f["sha256"], i) for f in self.files for i in range(int(f["chunks"]))]
-        return [(sha, i) for sha, i in wanted if not self.chunk(sha, i).exists()]
+        return [m for m in self.order if m not in self.have]
+
+    def forget(self, sha: str) -> None:
+        """Drop a file's chunks (it arrived damaged)."""
+        for m in [m for m in self.have if m[0] == sha]:
+            self.chunk(*m).unlink(missing_ok=True)
+            self.have.discard(m)
 
 
 class GatewayAgent:
@@ -95,7 +106,7 @@ class GatewayAgent:
 
     def __init__(self, settings: AgentSettings, *, trusted: TrustedKeys | None = None) -> None:
         self.settings = settings
-        self.store = ModelStore(settings.store)
+        self.store = ModelStore(settings.store, durable=settings.durable)
         self.trusted = trusted if trusted is not None else TrustedKeys.load(
             list(settings.trusted_keys) if isinstance(settings.trusted_keys, tuple) else settings.trusted_keys
         )  # fmt: skip
@@ -179,16 +190,18 @@ class GatewayAgent:
         sha, _, index = topic[len(blobs) :].partition("/")
         with self._lock:
             transfer = self._transfer
-            if transfer is None or not index.isdigit() or (sha, int(index)) not in transfer.wanted():
+            if transfer is None or not index.isdigit() or (sha, int(index)) not in transfer.wanted:
                 return
-            path = transfer.chunk(sha, int(index))
-            transfer.inflight.discard((sha, int(index)))
-            if path.exists():
+            key = (sha, int(index))
+            transfer.inflight.discard(key)
+            if key in transfer.have:
                 self.counts["chunks_again"] += 1
             else:
+                path = transfer.chunk(*key)
                 tmp = path.with_suffix(".part")
                 tmp.write_bytes(payload)
                 os.replace(tmp, path)
+                transfer.have.add(key)
                 self.counts["chunks"] += 1
         client.unsubscribe(topic)
 
@@ -228,6 +241,12 @@ class GatewayAgent:
         self.counts["commands"] += 1
         if command["kind"] == "rollback":
             self._status("received", command, reason=str(command.get("reason", "")))
+            transfer = self._transfer
+            if transfer is not None and transfer.command.get("version") == command.get("version"):
+                with self._lock:
+                    self._transfer = None
+                self._reject(transfer.command, f"transfer dropped: rollback ordered ({command.get('reason')})")
+                self._done(str(transfer.command.get("rollout", "")))
             self.store.request_rollback(str(command["version"]), str(command.get("reason", "")), origin="mqtt",
                                         rollout=rollout)  # fmt: skip
             self._done(rollout)
@@ -258,7 +277,7 @@ class GatewayAgent:
             self._assemble(transfer)
             return
         if time.monotonic() - transfer.started > self.settings.transfer_timeout_s:
-            have = len(transfer.wanted()) - len(missing)
+            have = len(transfer.wanted) - len(missing)
             with self._lock:
                 self._transfer = None
             self._save()
@@ -270,7 +289,7 @@ class GatewayAgent:
         with self._lock:
             room = self.settings.window - len(transfer.inflight)
             # checked again under the lock: a chunk may have landed since `missing` was computed
-            ask = [m for m in missing if m not in transfer.inflight and not transfer.chunk(*m).exists()][: max(room, 0)]
+            ask = [m for m in missing if m not in transfer.inflight and m not in transfer.have][: max(room, 0)]
             transfer.inflight.update(ask)
         if ask:
             self._client.subscribe([(blob_topic(self.settings.prefix, sha, i), 1) for sha, i in ask])
@@ -282,8 +301,8 @@ class GatewayAgent:
         for entry in transfer.files:
             content = b"".join(transfer.chunk(entry["sha256"], i).read_bytes() for i in range(int(entry["chunks"])))
             if hashlib.sha256(content).hexdigest() != entry["sha256"] or len(content) != entry["bytes"]:
-                for i in range(int(entry["chunks"])):
-                    transfer.chunk(entry["sha256"], i).unlink(missing_ok=True)
+                with self._lock:
+                    transfer.forget(entry["sha256"])
                 transfer.damaged += 1
                 if transfer.damaged >= 3:
                     with self._lock:
@@ -357,7 +376,7 @@ class GatewayAgent:
         }
         transfer = self._transfer
         if transfer is not None and state in ("received", "rejected"):
-            record["chunks"] = {"total": len(transfer.wanted()), "missing": len(transfer.missing())}
+            record["chunks"] = {"total": len(transfer.wanted), "missing": len(transfer.missing())}
         self.published.append(record)
         client = self._client
         if client is not None:
@@ -374,7 +393,8 @@ class GatewayAgent:
         transfer = self._transfer
         write_json_atomic(
             self._state_path,
-            {
+            durable=self.settings.durable,
+            document={
                 "handled": self._handled,
                 "events_offset": self._offset,
                 "transfer": transfer.command if transfer is not None else None,

@@ -170,9 +170,16 @@ class RolloutController:
 
     # -- publishing
 
-    def _publish(self, topic: str, payload: bytes | str, retain: bool = True) -> None:
+    def _publish(self, topic: str, payload: bytes | str, retain: bool = True, wait: bool = True) -> Any:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(30)
+        if wait:
+            info.wait_for_publish(30)
+        return info
+
+    @staticmethod
+    def _delivered(infos: list[Any]) -> None:
+        for info in infos:
+            info.wait_for_publish(30)
 
     def publish_version(
         self, folder: str | Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES
@@ -181,7 +188,10 @@ class RolloutController:
         from edgeflow.model.signing import TrustedKeys
 
         model = verify_model(folder, TrustedKeys.of({self.key_name or "controller": self.key.public_key()}))
-        source = publish_files(lambda topic, data: self._publish(topic, data), model, self.prefix, chunk_bytes)
+        infos: list[Any] = []
+        source = publish_files(lambda t, data: infos.append(self._publish(t, data, wait=False)), model, self.prefix,
+                               chunk_bytes)  # fmt: skip
+        self._delivered(infos)
         return model, source
 
     def unpublish(self, source: dict[str, Any]) -> None:
@@ -190,11 +200,13 @@ class RolloutController:
             for i in range(int(entry["chunks"])):
                 self._publish(blob_topic(self.prefix, entry["sha256"], i), b"")
 
-    def send(self, command: dict[str, Any], *, gateway: str | None = None, group: str | None = None) -> None:
+    def send(
+        self, command: dict[str, Any], *, gateway: str | None = None, group: str | None = None, wait: bool = True
+    ) -> Any:
         """Sign *command* and send it to one gateway's or one group's control topic (retained)."""
         signed = sign_command(command, self.key, key_name=self.key_name)
         topic = f"{self.prefix}/gw/{gateway}/control" if gateway else f"{self.prefix}/group/{group}/control"
-        self._publish(topic, json.dumps(signed))
+        return self._publish(topic, json.dumps(signed), wait=wait)
 
     # -- the fleet
 
@@ -237,8 +249,7 @@ class RolloutController:
         for number, size in enumerate(plan.stage_sizes(len(targets)), start=1):
             stage_started = time.monotonic()
             batch = targets[done:size]
-            for gateway in batch:
-                self.send(command, gateway=gateway)
+            self._delivered([self.send(command, gateway=gateway, wait=False) for gateway in batch])
             report.sent += batch
             done = size
             healthy, failed = self._wait(rollout, batch, plan, report)
@@ -262,8 +273,7 @@ class RolloutController:
     def abort(self, rollout: str, version: str, reason: str, gateways: list[str], group: str | None) -> None:
         """Order every gateway that was sent *version* (and *group*, if any) to leave it."""
         order = rollback_order(f"{rollout}-abort", version, f"rollout {rollout} aborted: {reason}")
-        for gateway in gateways:
-            self.send(order, gateway=gateway)
+        self._delivered([self.send(order, gateway=gateway, wait=False) for gateway in gateways])
         if group is not None:
             self.send(order, group=group)
 

@@ -486,17 +486,16 @@ class ModelSlot:
     def _poll(self) -> None:
         if self._store is not None:
             try:
-                inbox = self._store.inbox()
+                pending = self._store.requests(after=max(self._seq, self._seen_seq))
             except ModelLoadError as exc:
-                inbox = None
+                pending = []
                 self._notify(f"model {self.step_id!r}: {exc}")
-            seq = _seq_of(inbox)
-            if inbox is not None and seq > self._seq and seq != self._seen_seq:
-                self._seen_seq = seq
-                if inbox.get("kind") == "rollback":
-                    self._rollback_request(inbox)
+            for request in pending:  # in order: a rollback written right after a deploy is never skipped
+                self._seen_seq = _seq_of(request)
+                if request.get("kind") == "rollback":
+                    self._rollback_request(request)
                 else:
-                    self._candidate(Path(str(inbox.get("path", ""))), inbox)
+                    self._candidate(Path(str(request.get("path", ""))), request)
         if self._watch_path is not None:
             stamp = watched_stamp(self._watch_path, self.state.active.info.path, None)
             if stamp != self._stamp:

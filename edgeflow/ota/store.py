@@ -5,7 +5,7 @@ agent) and the flow that runs them; each file has one writer, and every write is
 a whole-file replace or a one-line append, so readers never see half of one::
 
     STORE/versions/NAME@VERSION/   installed versions (manifest + files), verified before and after the copy
-    STORE/inbox.json               the newest request: a candidate to try, or a rollback (written by deploy/agent)
+    STORE/inbox.json               requests in order: candidates to try, rollbacks (written by deploy/agent)
     STORE/state.json               active and last good versions, refused digests, requests handled (by the flow)
     STORE/events.jsonl             what happened: shadowing, promoted, rejected, rolled_back, healthy...
 
@@ -24,11 +24,13 @@ last good one, or the flow's own model), never on a refused one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,13 +51,16 @@ def now_iso() -> str:
 class ModelStore:
     """A gateway's model store folder (see the module docstring)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, durable: bool = True) -> None:
         self.root = Path(root)
+        self.durable = durable
+        """Flush every state and request file to the disk (``False`` only for simulations sharing one disk)."""
         self.versions = self.root / "versions"
         self.inbox_path = self.root / "inbox.json"
         self.state_path = self.root / "state.json"
         self.events_path = self.root / "events.jsonl"
         self._lock = threading.Lock()
+        self._inbox_cache: tuple[tuple[int, int, int], list[dict[str, Any]]] | None = None
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -94,51 +99,62 @@ class ModelStore:
             raise
         return verify_model(target, trusted, now=now)
 
-    def _next_seq(self) -> int:
-        inbox = self.inbox()
-        return int(inbox.get("seq", 0)) + 1 if inbox else 1
+    def submit(self, request: dict[str, Any]) -> int:
+        """Append a request for the flow (numbered in order; the newest 32 are kept); return its number.
+
+        Requests queue up, so one written between two polls of the flow is never lost. Writers in other processes
+        (``edgeflow model deploy`` beside the agent) are serialised with a lock file.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock, _file_lock(self.root / "inbox.lock"):
+            requests = self._requests_on_disk()
+            seq = int(requests[-1]["seq"]) + 1 if requests else 1
+            requests = [*requests[-31:], {**request, "seq": seq, "at": now_iso()}]
+            write_json_atomic(self.inbox_path, {"requests": requests}, durable=self.durable)
+        return seq
 
     def offer(self, installed: VerifiedModel, *, origin: str = "deploy", rollout: str | None = None) -> int:
         """Ask the flow to try *installed* (shadow, then promote); return the request's number."""
-        with self._lock:
-            seq = self._next_seq()
-            write_json_atomic(
-                self.inbox_path,
-                {
-                    "seq": seq,
-                    "kind": "candidate",
-                    "path": str(installed.path.resolve()),
-                    "version": installed.manifest.version,
-                    "model": installed.model_id,
-                    "digest": installed.digest,
-                    "origin": origin,
-                    "rollout": rollout,
-                    "at": now_iso(),
-                },
-            )
-        return seq
+        return self.submit(
+            {
+                "kind": "candidate",
+                "path": str(installed.path.resolve()),
+                "version": installed.manifest.version,
+                "model": installed.model_id,
+                "digest": installed.digest,
+                "origin": origin,
+                "rollout": rollout,
+            }
+        )
 
     def request_rollback(self, version: str, reason: str, *, origin: str = "deploy", rollout: str | None = None) -> int:
         """Ask the flow to leave *version* (roll back if it runs it, drop it if a candidate); return the number."""
-        with self._lock:
-            seq = self._next_seq()
-            write_json_atomic(
-                self.inbox_path,
-                {
-                    "seq": seq,
-                    "kind": "rollback",
-                    "version": version,
-                    "reason": reason,
-                    "origin": origin,
-                    "rollout": rollout,
-                    "at": now_iso(),
-                },
-            )
-        return seq
+        return self.submit(
+            {"kind": "rollback", "version": version, "reason": reason, "origin": origin, "rollout": rollout}
+        )
+
+    def _requests_on_disk(self) -> list[dict[str, Any]]:
+        value = _read_json(self.inbox_path) or {}
+        requests = value.get("requests", [])
+        return [r for r in requests if isinstance(r, dict)] if isinstance(requests, list) else []
+
+    def requests(self, after: int = 0) -> list[dict[str, Any]]:
+        """Return the requests numbered above *after*, oldest first (re-read only when the file changed)."""
+        try:
+            st = self.inbox_path.stat()
+        except FileNotFoundError:
+            return []
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._inbox_cache
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, self._requests_on_disk())
+            self._inbox_cache = cached
+        return [r for r in cached[1] if int(r.get("seq", 0)) > after]
 
     def inbox(self) -> dict[str, Any] | None:
         """Return the newest request, or ``None``."""
-        return _read_json(self.inbox_path)
+        pending = self.requests()
+        return pending[-1] if pending else None
 
     # -- running (the flow)
 
@@ -148,7 +164,7 @@ class ModelStore:
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Replace ``state.json``."""
-        write_json_atomic(self.state_path, state)
+        write_json_atomic(self.state_path, state, durable=self.durable)
 
     def rejected(self) -> dict[str, str]:
         """Refused versions: content digest -> why."""
@@ -170,6 +186,11 @@ class ModelStore:
     def events(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """Events from byte *offset* on (whole lines only) and the offset after them."""
         try:
+            if self.events_path.stat().st_size <= offset:
+                return [], offset
+        except FileNotFoundError:
+            return [], offset
+        try:
             with self.events_path.open("rb") as f:
                 f.seek(offset)
                 data = f.read()
@@ -178,6 +199,22 @@ class ModelStore:
         end = data.rfind(b"\n") + 1
         out = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
         return out, offset + end
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock between processes (POSIX ``flock``; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with path.open("a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

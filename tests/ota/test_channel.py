@@ -160,9 +160,8 @@ def test_a_transfer_cut_by_a_broker_crash_resumes_where_it_stopped(
         _until(gateway, lambda: gateway.agent.counts["chunks"] >= total // 3)
         broker.kill()  # mid-transfer: the network is gone
         have = gateway.agent.counts["chunks"]
-        for _ in range(20):
-            gateway.tick()
-        assert not gateway.agent.connected and have < total
+        _until(gateway, lambda: not gateway.agent.connected)
+        assert have < total
         broker.start()  # same port, retained chunks persisted
         _until(gateway, lambda: "healthy" in _states(gateway, "r1"), timeout=30)
         assert gateway.agent.counts["reconnects"] >= 1

@@ -119,8 +119,7 @@ def _slot_with_update(tmp_path: Path, candidate: Path, recorded: Any, **kwargs: 
     store = ModelStore(tmp_path / "store")
     slot, stats = make_slot(store=store, **kwargs)
     before = feed(slot, recorded.x[:64])
-    store.inbox_path.parent.mkdir(parents=True, exist_ok=True)
-    store.inbox_path.write_text(json.dumps({"seq": 1, "kind": "candidate", "path": str(candidate)}))
+    store.submit({"kind": "candidate", "path": str(candidate)})  # as found, not installed: the slot must refuse it
     slot.poll_now()
     assert slot.flush()
     after = feed(slot, recorded.x[64:128], first=64)
