@@ -220,3 +220,72 @@ def test_a_group_rollback_order_rolls_back_the_gateways_running_that_version(
         controller.close()
         for g in gateways:
             g.agent.stop()
+
+
+def test_a_running_flow_takes_an_update_from_the_agent(tmp_path: Path, broker: Broker) -> None:
+    """The whole gateway: `edgeflow model agent` logic in a thread, eo.infer(store=...) in a bytewax flow."""
+    import threading
+
+    import edgeflow.operators as eo
+    from edgeflow import Flow
+    from edgeflow.ota.agent import GatewayAgent
+    from edgeflow.testing import run_capture
+    from flows.pump_int8 import add_features
+
+    from .ota_support import RECORDING
+
+    store = tmp_path / "store"
+    agent = GatewayAgent(AgentSettings(gateway="gw-1", store=store, broker=_cfg(broker)), trusted=trusted())
+    stop = threading.Event()
+    worker = threading.Thread(target=agent.run, args=(stop, 0.02), daemon=True)
+    agent.start()
+    worker.start()
+    controller = _controller(broker)
+    try:
+        model, source = controller.publish_version(release(tmp_path / "v", "1.1.0").parent)
+        controller.send(deploy_announcement("r1", model, source), gateway="gw-1")
+        for _ in range(500):
+            if any(p["state"] == "verified" for p in agent.published):
+                break
+            time.sleep(0.01)
+        flow = Flow("gateway")
+        feats = add_features(eo.replay("samples", flow, RECORDING))
+        scores = eo.infer("model", feats, model=MODEL_DIR / "manifest.json", store=store, reload_check_s=0.05,
+                          shadow=Gates(windows=200, health_windows=200))  # fmt: skip
+        eo.output("scored", scores, eo.stdout())
+        capture = run_capture(flow)
+        models = [s["model"] for s in capture.outputs["scored"]]
+        assert models[0] == OLD and models[-1] == "pump_ae@1.1.0/int8"
+        for _ in range(500):
+            if "healthy" in [p["state"] for p in agent.published]:
+                break
+            time.sleep(0.01)
+        assert [p["state"] for p in agent.published if p.get("rollout") == "r1"] == [
+            "received", "verified", "shadowing", "promoted", "healthy"
+        ]  # fmt: skip
+    finally:
+        stop.set()
+        worker.join(5)
+        controller.close()
+        agent.stop()
+
+
+def test_fleet_rollout_command(tmp_path: Path, broker: Broker, recorded: Any) -> None:
+    from typer.testing import CliRunner
+
+    from edgeflow.cli import app
+    from edgeflow.ota.sim import SimFleet
+
+    fleet = SimFleet([_gateway(tmp_path, broker, recorded, f"gw-{i}") for i in range(4)])
+    fleet.start()
+    try:
+        assert fleet.connected()
+        folder = release(tmp_path / "v", "1.1.0").parent
+        result = CliRunner().invoke(app, ["fleet", "rollout", str(folder), "--key", str(TEST_KEY), "--broker",
+                                          broker.address, "--stages", "0.25,1", "--expect", "4"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "complete" in result.output and "stage 2: 4 gateways, healthy 3, failed 0" in result.output
+        status = CliRunner().invoke(app, ["fleet", "status", "--broker", broker.address, "--wait", "0.5"])
+        assert status.output.count("active pump_ae@1.1.0/int8") == 4
+    finally:
+        fleet.stop()
