@@ -134,6 +134,9 @@ class RolloutController:
         self._events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        self._retained: dict[str, bytes | str] = {}
+        """What this controller keeps retained on the broker (chunks, commands): sent again after a reconnect, in
+        case the broker lost it (a restart without persistence)."""
         client = make_client(self.broker, f"edgeflow-rollout-{unique_suffix()}")
         client.on_connect = self._on_connect
         client.on_message = self._on_message
@@ -153,6 +156,11 @@ class RolloutController:
         if getattr(reason, "is_failure", False):
             return
         client.subscribe([(f"{self.prefix}/gw/+/status", 1), (f"{self.prefix}/gw/+/events", 1)])
+        if self._ready.is_set():
+            with self._lock:
+                again = list(self._retained.items())
+            for topic, payload in again:
+                client.publish(topic, payload, qos=1, retain=True)
         self._ready.set()
 
     def _on_message(self, _client: Any, _u: Any, message: Any) -> None:
@@ -171,6 +179,12 @@ class RolloutController:
     # -- publishing
 
     def _publish(self, topic: str, payload: bytes | str, retain: bool = True, wait: bool = True) -> Any:
+        if retain:
+            with self._lock:
+                if payload:
+                    self._retained[topic] = payload
+                else:
+                    self._retained.pop(topic, None)
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if wait:
             info.wait_for_publish(30)

@@ -373,7 +373,8 @@ class _Mosquitto:
 
         (folder / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n"
-            f"persistence true\npersistence_location {folder}/\nautosave_on_changes true\nuser {getpass.getuser()}\n"
+            f"persistence true\npersistence_location {folder}/\nautosave_on_changes true\nautosave_interval 1\n"
+            f"user {getpass.getuser()}\n"
         )
         self.proc: Any = None
 
