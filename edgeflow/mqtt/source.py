@@ -408,7 +408,7 @@ class MqttSourcePartition:
         groups: dict[str, tuple[list[float], list[tuple[float, ...]], list[int], list[int]]] = {}
         eos, limit = self._cfg.eos_topic, self._cfg.max_samples
         consumed = self._consumed
-        n = nbytes = 0
+        n = nbytes = accepted = 0
         taken = len(messages)
         for i, message in enumerate(messages):
             if self._eos or (limit is not None and self._emitted + n >= limit):
@@ -443,6 +443,7 @@ class MqttSourcePartition:
             elif message.dup or (self._seen and key in self._seen):
                 samples = self._fresh(key, samples, groups)
                 if not samples:
+                    self._stats.count("mqtt.duplicate_messages")
                     continue
             if limit is not None and len(samples) > limit - self._emitted - n:
                 self._stats.count("mqtt.after_end_samples", len(samples) - (limit - self._emitted - n))
@@ -457,6 +458,7 @@ class MqttSourcePartition:
                 t_ins.append(message.t_in)
             sizes[-len(samples)] += extra
             n += len(samples)
+            accepted += 1
             nbytes += size
         newest = self._newest
         for key, (ts, values, sizes, t_ins) in groups.items():
@@ -476,6 +478,8 @@ class MqttSourcePartition:
         self._messages += taken
         self._stats.add(samples_in=n, bytes_in=nbytes)
         self._stats.count("mqtt.messages", len(messages))
+        if accepted:
+            self._stats.count("mqtt.accepted", accepted)
         return out
 
     def next_awake(self) -> datetime | None:
