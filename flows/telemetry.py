@@ -39,7 +39,7 @@ def make_flow(
     windows_h = eo.window("win_h", outdoor, rate_hz=1 / 3600, size=6, hop=1)
     feats_h = eo.features("feat_h", windows_h, ["mean", "std", "ptp"])
     scores_h = eo.seasonal_detector(
-        "detect_h", feats_h, features=["std", "ptp"], period="day", threshold=5.0, history=72, persistence=(2, 3)
+        "detect_h", feats_h, features=["std", "ptp"], period="day", threshold=5.0, history=168, persistence=(2, 3)
     )
     eo.summarize("summary_h", scores_h, every_s=6 * 3600, sink=eo.jsonl(out.replace(".jsonl", ".hourly.jsonl")))
     return flow

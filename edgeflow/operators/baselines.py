@@ -26,6 +26,7 @@ What is learned, and how much, keeps a fault out of the baseline:
 * any other window is learned winsorized: at most ``learn_limit`` scales (half
   the threshold) from the baseline, so the level follows drift but a rise faster
   than about ``learn_limit`` scales per half ``history`` cannot drag it along;
+  only errors within ``learn_limit`` scales of the errors' median enter the scale;
 * a lasting change that *is* the new normal, such as a sensor recalibrated in
   maintenance, is adopted with ``relevel_after=N``: after *N* windows in a row
   not learned, if a constant offset explains them (90 % normal once it is
@@ -42,7 +43,7 @@ What is learned, and how much, keeps a fault out of the baseline:
 >>> sum(flagged for _z, flagged, _by in drift)  # follows a slow drift of 4 degrees
 0
 >>> state.score(np.array([31.0]), 300.0 * 400)[1:]  # a jump of 7 is not drift
-(True, {'temp': 24.668})
+(True, {'temp': 24.936})
 """
 
 from __future__ import annotations
@@ -328,11 +329,15 @@ class BaselineState:
         n = self._count
         return np.median(self._x[:n] - self._season(self._lower[:n], self._w[:n]), axis=0)  # type: ignore[no-any-return]
 
-    def _scale(self, level: np.ndarray) -> np.ndarray:
-        """Robust spread of the prediction errors of recent normal windows (out of sample, so not too small)."""
+    def _spread(self, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Median and robust spread of the prediction errors of recent learned windows (out of sample)."""
         e = self._err[: self._ecount]
-        mad = np.median(np.abs(e - np.median(e, axis=0)), axis=0)
-        return np.maximum(_MAD_TO_STD * mad, self._cfg.min_scale * np.abs(level) + 1e-9)  # type: ignore[no-any-return]
+        centre = np.median(e, axis=0)
+        mad = np.median(np.abs(e - centre), axis=0)
+        return centre, np.maximum(_MAD_TO_STD * mad, self._cfg.min_scale * np.abs(level) + 1e-9)
+
+    def _scale(self, level: np.ndarray) -> np.ndarray:
+        return self._spread(level)[1]
 
     def _remember(self, x: np.ndarray, lower: int, w: float, error: np.ndarray | None) -> None:
         """Add a normal window to the history and, if it was predicted with *error*, to the errors."""
@@ -389,7 +394,7 @@ class BaselineState:
             self._shape(lower, w, error)
             self._remember(x, lower, w, error)
             return 0.0, False, None
-        scale = self._scale(level)
+        centre, scale = self._spread(level)
         z = error / scale
         score = float(np.max(np.abs(z)))
         crossed = score > cfg.threshold
@@ -398,7 +403,9 @@ class BaselineState:
             bound = cfg.learn_below * scale
             kept = np.clip(error, -bound, bound)
             self._shape(lower, w, kept)
-            self._remember(x - error + kept, lower, w, kept)
+            # the scale learns errors within learn_limit of their median: clipped ones would inflate it in a slow rise
+            usual = bool(np.all(np.abs(error - centre) <= bound))
+            self._remember(x - error + kept, lower, w, error if usual else None)
             self._qcount = 0
             return score, False, None
         if cfg.relevel_after is not None:
