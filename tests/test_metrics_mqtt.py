@@ -68,9 +68,11 @@ def test_ready_once_subscribed_unhealthy_while_stalled_healthy_again_with_data(t
         assert scrape.value("edgeflow_events_total", name="mqtt.subscriptions") >= 1.0
         assert scrape.value("edgeflow_ready") == 1.0
     finally:
-        if broker.proc is None:
-            broker.start()
-        _publish(broker.address, [("t-eos", "end")])
-        report = running.join(timeout=20)
-        broker.stop()
+        try:
+            if broker.proc is None:
+                broker.start()
+            _publish(broker.address, [("t-eos", "end")])
+            report = running.join(timeout=20)
+        finally:
+            broker.stop()
     assert report.stats.samples_in == 40 and report.stats.windows == 4
