@@ -269,8 +269,10 @@ def _evaluate(manifest: Path, variant: str, val: Dataset, test: Dataset) -> tupl
 TEST_KEY = ROOT / "models" / "keys" / "TEST-ONLY-ed25519.key"
 
 
-def build(out_dir: str | Path = ROOT / "models", *, log: Any = print, key: str | Path | None = None) -> BuildReport:
-    """Run the whole pipeline and write ``<out_dir>/pump_ae/``, signed with *key*; return the manifest and table."""
+def build(
+    out_dir: str | Path = ROOT / "models", *, log: Any = print, signing_key: str | Path | None = None
+) -> BuildReport:
+    """Run the whole pipeline and write ``<out_dir>/pump_ae/``, signed with *signing_key*; return manifest and table."""
     from edgeflow.model import Manifest, sha256_of
     from edgeflow.model.verify import sign_model
 
@@ -366,8 +368,7 @@ def build(out_dir: str | Path = ROOT / "models", *, log: Any = print, key: str |
     if not manifest["checks"]["passed"]:
         msg = f"the model misses its targets: {manifest['checks']}"
         raise RuntimeError(msg)
-    key = Path(key or os.environ.get("EDGEFLOW_SIGNING_KEY") or TEST_KEY)
-    signed = sign_model(path, key)
+    signed = sign_model(path, Path(signing_key or os.environ.get("EDGEFLOW_SIGNING_KEY") or TEST_KEY))
     assert signed.signer is not None
     test = " (a TEST key: sign releases with your own, --key)" if signed.signer.test_key else ""
     log(f"signed {signed.model_id} with {signed.signer.key_name} ({signed.signer.key_id}){test}")
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         at = args.index("--key")
         key = args[at + 1]
         del args[at : at + 2]
-    report = build(args[0] if args else ROOT / "models", key=key)
+    report = build(args[0] if args else ROOT / "models", signing_key=key)
     print(f"wrote {report.manifest} in {report.seconds:.1f} s")
     return 0
 
