@@ -107,15 +107,19 @@ def verify_model(
     return VerifiedModel(path, raw, manifest, signer, content_digest(raw), files)
 
 
-def write_json_atomic(path: Path, document: Any) -> None:
-    """Write JSON to *path* through a temporary file and a rename, so a reader never sees half a file."""
+def write_json_atomic(path: Path, document: Any, *, durable: bool = True) -> None:
+    """Write JSON to *path* through a temporary file and a rename, so a reader never sees half a file.
+
+    *durable* also flushes it to the disk before the rename (survives a power cut, costs milliseconds).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(document, indent=2) + "\n")
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
