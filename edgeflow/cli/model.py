@@ -33,7 +33,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -269,13 +269,13 @@ def _agent(store: Path, gateway: str, group: str | None, broker: str, trusted_ke
     return 0
 
 
-def _fleet_rollout(folder: Path, broker: str, key: Path, plan_args: dict[str, object], expect: int | None) -> int:
+def _fleet_rollout(folder: Path, broker: str, key: Path, plan_args: dict[str, Any], expect: int | None) -> int:
     from pydantic import ValidationError
 
     from edgeflow.ota.fleet import RolloutController, RolloutPlan
 
     try:
-        plan = RolloutPlan(**plan_args)  # type: ignore[arg-type]
+        plan = RolloutPlan(**plan_args)
     except ValidationError as exc:
         err.print(f"[red]bad rollout plan[/red]: {exc.errors()[0]['msg']}")
         return EXIT_USAGE
@@ -475,7 +475,12 @@ def register_fleet(app: typer.Typer) -> None:
         except ValueError:
             err.print(f"[red]bad --stages[/red] {stages!r}: give shares like 0.05,0.25,1")
             raise typer.Exit(EXIT_USAGE) from None
-        plan = {"stages": shares, "group": group_name, "max_failures": max_failures, "stage_timeout_s": stage_timeout}
+        plan: dict[str, Any] = {
+            "stages": shares,
+            "group": group_name,
+            "max_failures": max_failures,
+            "stage_timeout_s": stage_timeout,
+        }
         raise typer.Exit(_fleet_rollout(folder, broker, key, plan, expect))
 
     @group.command("status")
