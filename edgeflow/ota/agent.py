@@ -193,6 +193,9 @@ class GatewayAgent:
             if transfer is None or not index.isdigit() or (sha, int(index)) not in transfer.wanted:
                 return
             key = (sha, int(index))
+            if len(payload) > int(transfer.command["source"]["chunk_bytes"]):
+                self.counts["chunks_refused"] += 1  # larger than the signed command allows: never written to disk
+                return
             transfer.inflight.discard(key)
             if key in transfer.have:
                 self.counts["chunks_again"] += 1

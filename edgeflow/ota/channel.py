@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 ANNOUNCEMENT_CONTEXT = "edgeflow-ota-command-v1"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_PREFIX = "edgeflow/ota"
 DEFAULT_CHUNK_BYTES = 16_384
 
@@ -162,8 +164,17 @@ def verify_command(command: dict[str, Any], trusted: TrustedKeys, *, now: dateti
         raise SignatureError(msg)
     if kind == "deploy":
         source = command.get("source") or {}
+        if not _HEX64.match(str(command.get("digest", ""))):
+            msg = f"the deploy command's digest {command.get('digest')!r} is not a SHA-256 (64 hex digits)"
+            raise SignatureError(msg)
         if source.get("type") == "mqtt":
+            if not isinstance(source.get("chunk_bytes"), int) or not 0 < source["chunk_bytes"] <= 1 << 20:
+                msg = f"the deploy command's chunk size {source.get('chunk_bytes')!r} is not 1 byte to 1 MiB"
+                raise SignatureError(msg)
             for entry in source.get("files", []):
+                if not _HEX64.match(str(entry.get("sha256", ""))):
+                    msg = f"the deploy command gives {entry.get('sha256')!r} as a file's SHA-256"
+                    raise SignatureError(msg)
                 name = str(entry.get("name", ""))
                 if "/" in name or "\\" in name or name in ("", ".", ".."):
                     msg = f"the deploy command names file {name!r}; model files are plain names in one folder"
