@@ -283,3 +283,24 @@ def test_losses_outbox_and_model_updates_are_read_from_the_operator_counters() -
     assert scrape.value("edgeflow_model_invoke_seconds_count") == 1.0
     assert math.isclose(scrape.value("edgeflow_model_invoke_seconds_sum"), 0.000_002)
     assert scrape.value("edgeflow_events_total", name="infer.swaps") == 1.0
+
+
+def test_the_engine_watch_on_a_keyed_step_passes_on_what_the_engine_asks_beyond_the_protocol() -> None:
+    from edgeflow.engine.dataflow import StepWatch, _WatchedKeyed
+
+    class Refused:  # a keyed state the engine may drop (it asks for ``discard``)
+        discard = True
+
+        def on_batch(self, items: list[Any]) -> list[Any]:
+            return items
+
+        def on_eof(self) -> list[Any]:
+            return []
+
+        def snapshot(self) -> None:
+            return None
+
+    stats = FlowStats()
+    watched = _WatchedKeyed(Refused(), StepWatch("win", stats))
+    assert watched.discard is True and getattr(watched, "absent", None) is None
+    assert watched.on_batch([1, 2]) == [1, 2] and stats.histograms["step.win"].count == 1

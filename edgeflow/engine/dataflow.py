@@ -125,18 +125,34 @@ def fused_function(
     return run_batch
 
 
-class _WatchedKeyed:
+class _Forwarding:
+    """A wrapper that forwards every attribute it does not define to what it wraps (``_inner``).
+
+    The engine may ask a step's object for more than its protocol (e.g. whether a keyed state can be
+    discarded); a watch must not hide it.
+    """
+
+    __slots__ = ()
+    _inner: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_inner":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+class _WatchedKeyed(_Forwarding):
     """A keyed step's per-sensor logic, watched (same protocol as :class:`~edgeflow.graph.KeyedLogic`)."""
 
-    __slots__ = ("_logic", "_watch")
+    __slots__ = ("_inner", "_watch")
 
     def __init__(self, logic: KeyedLogic, watch: StepWatch) -> None:
-        self._logic = logic
+        self._inner = logic
         self._watch = watch
 
     def on_batch(self, items: list[Any]) -> Iterable[Any]:
         t0 = time.perf_counter_ns()
-        out = self._logic.on_batch(items)
+        out = self._inner.on_batch(items)
         if type(out) is not list:
             out = list(out)
         self._watch.done(t0, out)
@@ -144,27 +160,27 @@ class _WatchedKeyed:
 
     def on_eof(self) -> Iterable[Any]:
         t0 = time.perf_counter_ns()
-        out = self._logic.on_eof()
+        out = self._inner.on_eof()
         if type(out) is not list:
             out = list(out)
         self._watch.done(t0, out)
         return out
 
     def snapshot(self) -> Any:
-        return self._logic.snapshot()
+        return self._inner.snapshot()
 
 
-class _WatchedPartition:
+class _WatchedPartition(_Forwarding):
     """A source partition whose batches are counted per step (samples, newest event time, end)."""
 
     def __init__(self, part: SourcePartition, step_id: str, stats: FlowStats) -> None:
-        self._part = part
+        self._inner = part
         self._step_id = step_id
         self._stats = stats
 
     def next_batch(self) -> Sequence[Any]:
         try:
-            items = self._part.next_batch()
+            items = self._inner.next_batch()
         except StopIteration:
             self._stats.source_ended(self._step_id)
             raise
@@ -184,59 +200,59 @@ class _WatchedPartition:
         return items
 
     def next_awake(self) -> Any:
-        return self._part.next_awake()
+        return self._inner.next_awake()
 
     def snapshot(self) -> Any:
-        return self._part.snapshot()
+        return self._inner.snapshot()
 
     def close(self) -> None:
-        self._part.close()
+        self._inner.close()
 
 
-class _WatchedSource:
+class _WatchedSource(_Forwarding):
     """A source whose partitions are watched (see :class:`_WatchedPartition`)."""
 
     def __init__(self, source: Source, step_id: str, operator: str, stats: FlowStats) -> None:
-        self._source = source
+        self._inner = source
         self._step_id = step_id
         self._operator = operator
         self._stats = stats
         self._total: int | None = None
 
     def partitions(self) -> list[str]:
-        parts = self._source.partitions()
+        parts = self._inner.partitions()
         self._total = len(parts)
         return parts
 
     def open(self, partition: str, resume: Any | None) -> _WatchedPartition:
-        part = self._source.open(partition, resume)
+        part = self._inner.open(partition, resume)
         self._stats.source_opened(self._step_id, self._operator, self._total)
         return _WatchedPartition(part, self._step_id, self._stats)
 
 
-class _WatchedSinkPartition:
+class _WatchedSinkPartition(_Forwarding):
     def __init__(self, part: Any, watch: StepWatch) -> None:
-        self._part = part
+        self._inner = part
         self._watch = watch
 
     def write_batch(self, items: Sequence[Any]) -> None:
         t0 = time.perf_counter_ns()
-        self._part.write_batch(items)
+        self._inner.write_batch(items)
         self._watch.done(t0, ())
 
     def close(self) -> None:
-        self._part.close()
+        self._inner.close()
 
 
-class _WatchedSink:
+class _WatchedSink(_Forwarding):
     """A sink whose batches are timed."""
 
     def __init__(self, sink: Sink, watch: StepWatch) -> None:
-        self._sink = sink
+        self._inner = sink
         self._watch = watch
 
     def open(self, worker_index: int, worker_count: int) -> _WatchedSinkPartition:
-        return _WatchedSinkPartition(self._sink.open(worker_index, worker_count), self._watch)
+        return _WatchedSinkPartition(self._inner.open(worker_index, worker_count), self._watch)
 
 
 def _count_dead_letter(stats: FlowStats) -> Callable[[str, tuple[str, Any]], None]:
