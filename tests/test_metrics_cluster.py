@@ -32,7 +32,7 @@ def test_each_process_serves_its_own_labelled_port_and_the_report_sums_them(tmp_
     flow_file.write_text(FLOW.format(recording=str(tmp_path / "rec.csv"), out=str(tmp_path / "s.jsonl")))
     port = _free_port_pair()
     cmd = [sys.executable, "-m", "edgeflow", "run", str(flow_file), "-p", "2", "--metrics-port", str(port)]
-    cmd += ["--metrics-host", "127.0.0.1", "--report-json", str(tmp_path / "r.json")]
+    cmd += ["--metrics-host", "127.0.0.1", "--report-json", str(tmp_path / "r.json"), "--progress"]
     env = {**os.environ, "EDGEFLOW_CLUSTER_PORT": str(_free_port_pair())}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -51,6 +51,8 @@ def test_each_process_serves_its_own_labelled_port_and_the_report_sums_them(tmp_
     finally:
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
+    ticks = [line for line in stderr.splitlines() if " samples " in line and "/s  windows" in line]
+    assert ticks and "nan" not in stderr  # not a terminal: one line a second for both processes together
     for i, scrape in enumerate(scrapes):
         assert {s.labels["process"] for s in scrape.samples if "process" in s.labels} == {str(i)}
         assert {s.labels["flow"] for s in scrape.samples if "flow" in s.labels} == {"cluster_metrics"}

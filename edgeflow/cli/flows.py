@@ -159,9 +159,7 @@ def run(
             options += ["--metrics-port", str(metrics_port)]
         if recovery_dir is not None:
             options += ["--recovery-dir", str(recovery_dir)]
-        code = _spawn_cluster(
-            target, processes, options, quiet=quiet, debug=debug, live=show and err.is_terminal, report_json=report_json
-        )
+        code = _spawn_cluster(target, processes, options, quiet=quiet, debug=debug, show=show, report_json=report_json)
         raise typer.Exit(code)
     compiled = compile_target(target, debug=debug)
     from edgeflow.runtime import run as run_flow
@@ -257,7 +255,7 @@ def _spawn_cluster(
     *,
     quiet: bool,
     debug: bool,
-    live: bool,
+    show: bool,
     report_json: Path | None,
 ) -> int:
     """Run *processes* copies of this command on local ports and report for all of them; return the exit code.
@@ -284,10 +282,14 @@ def _spawn_cluster(
         ]
         forwarders = [StderrForwarder(p.stderr) for p in procs if p.stderr is not None]
         view: AbstractContextManager[Any] = contextlib.nullcontext()
-        if live:
-            from edgeflow.observe.live import LiveView
+        if show:
+            from edgeflow.observe.live import LineView, LiveView
 
-            view = LiveView(target, lambda: read_statuses(folder, processes), err)
+            statuses = lambda: read_statuses(folder, processes)  # noqa: E731
+            if err.is_terminal:
+                view = LiveView(target, statuses, err)
+            else:
+                view = LineView(statuses, lambda line: err.print(line, markup=False))
         with view, _passing_signals_to(procs):
             codes = _wait_for(procs)
         for forwarder in forwarders:

@@ -12,6 +12,7 @@ figure that does not exist yet (no output, so no latency) shows as ``-``, never 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from rich.text import Text
 from edgeflow.metrics import FlowStats, Histogram, is_loss
 from edgeflow.records import to_datetime
 
-__all__ = ["LiveView", "Part", "progress_fraction", "render", "status_line"]
+__all__ = ["LineView", "LiveView", "Part", "progress_fraction", "render", "status_line"]
 
 Part = tuple[str, dict[str, Any]]
 """A process label (``""`` alone) and its stats snapshot (:meth:`~edgeflow.metrics.FlowStats.to_json`)."""
@@ -188,6 +189,40 @@ def render(
         rows.append(procs)
     title = f"edgeflow run · {parts[0][1].get('flow') or flow} · {_duration(elapsed)}"
     return Constrain(Panel(Group(*rows), title=title, title_align="left"), width=_WIDTH)
+
+
+class LineView:
+    """One status line every *every_s* for all processes together, from a thread (a context manager).
+
+    >>> lines = []
+    >>> with LineView(lambda: [("p0", FlowStats(samples_in=7).to_json())], lines.append, every_s=0.01):
+    ...     time.sleep(0.05)
+    >>> lines[0].split()[:2]
+    ['7', 'samples']
+    """
+
+    def __init__(
+        self, snapshot: Callable[[], Sequence[Part]], write: Callable[[str], Any], every_s: float = 1.0
+    ) -> None:
+        self._snapshot = snapshot
+        self._write = write
+        self._every_s = every_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgeflow-status-lines", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self._every_s):
+            parts = self._snapshot()
+            if parts:
+                self._write(status_line(_total(parts)))
+
+    def __enter__(self) -> LineView:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 class LiveView:
