@@ -475,6 +475,16 @@ class FlowStats:
         with self._lock:
             self.gauges[name] = float(value)
 
+    def add_gauge(self, name: str, delta: float) -> None:
+        """Add *delta* to the current value *name* (several workers keeping one total, e.g. ``outbox.depth``).
+
+        >>> stats = FlowStats()
+        >>> stats.add_gauge("outbox.depth", 3); stats.add_gauge("outbox.depth", -1); stats.gauges
+        {'outbox.depth': 2.0}
+        """
+        with self._lock:
+            self.gauges[name] = self.gauges.get(name, 0.0) + delta
+
     def set_ready(self, component: str, ready: bool) -> None:
         """Say whether *component* (e.g. ``source:samples``) is ready; a component that never says is not waited for.
 
