@@ -74,6 +74,9 @@ class KeyedLogic(Protocol):
         """Return a picklable copy of the state, from which the step's factory can resume it."""
         ...
 
+    # A state may also have ``discard: bool``: when true after a batch, the engine drops the state (the
+    # next item of that sensor gets a new one), e.g. for a sensor refused by a bound on sensors.
+
 
 @dataclass(frozen=True, slots=True)
 class MapLogic:

@@ -89,7 +89,9 @@ class EngineKeyed(StatefulBatchLogic[Any, Any, Any]):
         self.logic = new_state(resume)
 
     def on_batch(self, values: list[Any]) -> tuple[Any, bool]:
-        return self.logic.on_batch(values), StatefulBatchLogic.RETAIN
+        out = self.logic.on_batch(values)
+        # a state that keeps nothing worth keeping (e.g. a refused sensor) is dropped, so it costs no memory
+        return out, StatefulBatchLogic.DISCARD if getattr(self.logic, "discard", False) else StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Any, bool]:
         return self.logic.on_eof(), StatefulBatchLogic.RETAIN

@@ -78,6 +78,15 @@ class WindowConfig(BaseModel):
     max_gap_s: PositiveFloat = 0.1
     """Silence that resets a sensor's window; not given (or ``None``): :func:`default_max_gap_s` of ``rate_hz``."""
     max_sensors: PositiveInt = 1024
+    max_jump_s: PositiveFloat | None = None
+    """A sample further ahead of its sensor's newest than this is held until the next sample confirms the
+    new timeline (a sensor back after a long silence) or shows it was an outlier (a dead letter, not the
+    sensor's new clock); not given: ``max(3600, 10 * max_gap_s)``."""
+
+    @property
+    def jump_s(self) -> float:
+        """The effective ``max_jump_s``."""
+        return self.max_jump_s if self.max_jump_s is not None else max(3600.0, 10 * self.max_gap_s)
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +149,9 @@ class SensorAdmission:
             return True
 
 
+_NO_BUFFER = np.zeros((0, 0), dtype=np.float32)
+
+
 class SensorWindows:
     """Ring buffer and resampler for one sensor (the state of one key).
 
@@ -165,7 +177,8 @@ class SensorWindows:
         self._size, self._hop = cfg.points
         self._admission = admission
         self._stats = stats
-        self._buf = np.zeros((channels, self._size), dtype=np.float32)
+        self._channels = channels
+        self._buf = _NO_BUFFER  # made on admission: a refused sensor never holds one
         self._pos = 0
         self._filled = 0
         self._since_emit = 0
@@ -181,6 +194,8 @@ class SensorWindows:
         self._attributed = 0
         self._sensor: str | None = None
         self._rejected = False
+        self._held: SampleBlock | None = None
+        """A sample far ahead of the timeline, waiting for the next one to confirm or refute it."""
         self._probe: np.ndarray | None = np.zeros(0)
         """The sensor's first raw timestamps, until the sampling check has run (then ``None``)."""
         if resume is not None:
@@ -189,6 +204,55 @@ class SensorWindows:
     def _admit(self, sensor: str) -> None:
         self._sensor = sensor
         self._rejected = not self._admission.admit(sensor)
+        if not self._rejected and self._buf is _NO_BUFFER:
+            self._buf = np.zeros((self._channels, self._size), dtype=np.float32)
+
+    def _guard_jumps(self, block: SampleBlock) -> tuple[SampleBlock, list[DeadLetter]]:
+        """Hold a sample far ahead of the sensor's timeline until the next one confirms or refutes it.
+
+        One wrong timestamp (a clock glitch, a corrupt field) must not become the sensor's clock, or every
+        later sample would be "late"; a sensor really back after a long silence is followed at its second
+        sample.
+        """
+        jump = self._cfg.jump_s
+        if self._held is not None:
+            block = SampleBlock.of([self._held, block])
+            self._held = None
+        t = block.ts
+        newest = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
+        if not (t - newest > jump).any():
+            return block, []
+        keep = np.ones(len(t), dtype=bool)
+        dead: list[DeadLetter] = []
+        clock, held = self._last_t, -1
+        for i, ti in enumerate(t.tolist()):
+            if held >= 0:
+                if ti > t[held] and ti - t[held] <= jump:  # a second sample on the new timeline: follow it
+                    clock, held = ti, -1
+                    continue
+                keep[held] = False
+                ahead = float(t[held] - clock)
+                reason = (
+                    f"timestamp {to_iso(t[held])} is {ahead:,.0f} s ahead of the sensor's newest {to_iso(clock)} "
+                    f"and the next sample is not: an outlier, not the sensor's new clock (max_jump_s={jump:g})"
+                )
+                dead.append(DeadLetter(self._step_id, reason, self._describe(block, held), block.sensor))
+                held = -1
+            if clock != -math.inf and ti - clock > jump:
+                held = i
+                continue
+            clock = max(clock, ti)
+        if held >= 0:  # the last sample jumped: judged when the next batch arrives
+            keep[held] = False
+            self._held = block.take(np.arange(len(t)) == held)
+        if dead:
+            self._stats.count("window.time_outliers", len(dead))
+        return block.take(keep), dead
+
+    @property
+    def discard(self) -> bool:
+        """A refused sensor keeps no state between batches: memory stays bounded however many are refused."""
+        return self._rejected
 
     def on_batch(self, items: list[Sample | SampleBlock]) -> list[Any]:
         """Take one sensor's samples (single or in blocks) in arrival order; return windows and dead letters."""
@@ -212,6 +276,10 @@ class SensorWindows:
             block = block.take(~unfit)
             if not len(block):
                 return out
+        block, jumped = self._guard_jumps(block)
+        out.extend(jumped)
+        if not len(block):
+            return out
         t = block.ts
         seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
         late = t <= seen
@@ -338,12 +406,23 @@ class SensorWindows:
                 self._n_raw = self._raw_bytes = 0
 
     def on_eof(self) -> list[Any]:
-        """Incomplete windows are not emitted; their samples are counted as ``window.tail_samples``."""
+        """Incomplete windows are not emitted; their samples are counted as ``window.tail_samples``.
+
+        A sample still held as a possible time jump is a dead letter: nothing came after it to confirm it.
+        """
         if self._probe is not None and self._probe.size:
             self._check_sampling(np.zeros(0), final=True)
         if self._n_raw:
             self._stats.count("window.tail_samples", self._n_raw)
-        return []
+        if self._held is None:
+            return []
+        held, self._held = self._held, None
+        reason = (
+            f"timestamp {to_iso(held.ts[0])} is far ahead of the sensor's newest {to_iso(self._last_t)} and the "
+            f"input ended before a second sample confirmed it (max_jump_s={self._cfg.jump_s:g})"
+        )
+        self._stats.count("window.time_outliers")
+        return [DeadLetter(self._step_id, reason, self._describe(held, 0), held.sensor)]
 
     _SNAPSHOT = (
         "_buf",
@@ -358,6 +437,7 @@ class SensorWindows:
         "_raw_bytes",
         "_sensor",
         "_rejected",
+        "_held",
         "_probe",
     )
 
@@ -392,6 +472,7 @@ def window(
     hop_s: float | None = None,
     max_gap_s: float | None = None,
     max_sensors: int = 1024,
+    max_jump_s: float | None = None,
 ) -> Stream:
     """Cut each sensor's samples into evenly resampled, overlapping windows.
 
@@ -413,6 +494,7 @@ def window(
         hop_s=hop_s,
         max_gap_s=max_gap_s,
         max_sensors=max_sensors,
+        max_jump_s=max_jump_s,
     )
 
     def schema(inputs: tuple[Schema, ...]) -> Schema:
