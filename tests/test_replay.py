@@ -120,3 +120,10 @@ def _row_ts(path: Path, row: int) -> float:
     from edgeflow.records import parse_timestamp
 
     return parse_timestamp(path.read_text().splitlines()[1 + row].split(",")[0])
+
+
+def test_replay_reports_its_progress_in_bytes() -> None:
+    flow = Flow("progress")
+    eo.output("out", eo.replay("samples", flow, "examples/data/pump_vibration.csv"), eo.jsonl("out/progress.jsonl"))
+    counts = run_capture(flow).report.stats.counts
+    assert 0.999 < counts["replay.bytes_read"] / counts["replay.bytes_total"] <= 1.0

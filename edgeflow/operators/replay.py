@@ -110,6 +110,8 @@ class _ReplayPartition:
         self._t0_event: float | None = None
         self._t0_wall = 0.0
         self._next_awake: datetime | None = None
+        if cfg.path.suffix != ".gz" and resume is None:  # progress of the live view: rows' bytes against the file's
+            stats.count("replay.bytes_total", cfg.path.stat().st_size)
         if resume is not None and handed:
             chunk, _dead = self._reader.read()  # its dead letters went out before the snapshot
             if chunk is not None:
@@ -142,7 +144,9 @@ class _ReplayPartition:
         self._handed += take
         if len(head):
             out.extend(head.blocks(time.perf_counter_ns()))
-            self._stats.add(samples_in=len(head), bytes_in=int(head.nbytes.sum()))
+            read = int(head.nbytes.sum())
+            self._stats.add(samples_in=len(head), bytes_in=read)
+            self._stats.count("replay.bytes_read", read)
         return out
 
     def next_awake(self) -> datetime | None:
