@@ -37,7 +37,8 @@ def test_staged_rollouts_on_a_simulated_fleet(tmp_path: Path, broker: Broker, re
             key=TEST_KEY,
             trusted=trusted(),
             gateways=GATEWAYS,
-            gates=Gates(windows=16, health_windows=32),
+            gates=Gates(windows=12, health_windows=24),
+            settle_s=0.5,
             only=("good", "false_alarms", "crash_on_load", "restart"),  # all six: python -m edgeflow.ota.sim
             say=lines.append,
         )
