@@ -59,7 +59,7 @@ class Version:
         return {
             "model": self.model_id,
             "version": self.info.version,
-            "path": str(self.source.resolve()),
+            "path": str(self.source.absolute()),
             "digest": self.info.digest,
         }
 
@@ -442,9 +442,7 @@ class ModelSlot:
 
         def write() -> None:  # in the background thread: nothing slow on the batch path
             if store is not None:
-                with self._lock:
-                    snapshot = self._persisted()  # the newest state: writes are ordered, the last one wins
-                store.save_state(snapshot)
+                store.save_state(self._persisted())  # the newest state: writes are ordered, the last one wins
                 store.event(kind, **{k: v for k, v in record.items() if k != "event"})
             self._notify(text)
 
@@ -463,14 +461,16 @@ class ModelSlot:
         return None
 
     def _persisted(self) -> dict[str, Any]:
-        state = self.state
-        fallback = state.other if state.phase == "watch" else self.fallback(state.active)
+        with self._lock:  # only references are taken under the lock; describing them touches the file system
+            state = self.state
+            fallback = state.other if state.phase == "watch" else self.fallback(state.active)
+            seq, rejected = self._seq, dict(self._rejected)
         return {
             "active": state.active.describe(),
             "last_good": (fallback or state.active).describe(),
             "phase": "watch" if state.phase == "watch" else "serving",
-            "seq": self._seq,
-            "rejected": dict(self._rejected),
+            "seq": seq,
+            "rejected": rejected,
         }
 
     def flush(self, timeout: float = 5.0) -> bool:
