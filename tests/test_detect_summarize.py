@@ -85,3 +85,16 @@ def test_summaries_carry_the_features_that_raised_their_flags() -> None:
     quiet = IntervalSummary(SummaryConfig(every_s=10), ("mean", "std"))
     (calm,) = quiet.on_batch(items[2:]) + quiet.on_eof()
     assert "raised_by" not in calm.record
+
+
+def test_an_interval_in_which_the_model_switched_names_both_models_in_order() -> None:
+    summary = IntervalSummary(SummaryConfig(every_s=10), ("rms",))
+    old, new = "pump_ae@1.0.0+5c8ff791/int8", "pump_ae@1.1.0+0a1b2c3d/int8"
+    items = [Scored(_window(t, [1.0]), 0.1, False, old if t < 4 else new) for t in (1, 2, 3, 4, 5)]
+    items.append(Scored(_window(11, [1.0]), 0.1, False, new))  # the next interval closes this one
+    (closed,) = summary.on_batch(items)
+    (next_one,) = summary.on_eof()
+    assert closed.record["model"] == [old, new]
+    assert next_one.record["model"] == new
+    resumed = IntervalSummary(SummaryConfig(every_s=10), ("rms",), summary.snapshot())
+    assert resumed.on_eof() == []

@@ -47,7 +47,7 @@ def test_flagged_sensors_models_and_each_process_with_the_totals() -> None:
         a.latency.record(ns)
     text = shown("demo", [("p0", a.to_json()), ("p1", b.to_json())])
     assert re.search(r"pump-2\s+2\s+08:00:20\.0\s+08:00:20\.6", text)
-    assert "model: pump_ae@3   (swaps 1, rejected 0)" in text
+    assert "model: pump_ae@3   (swaps 1, rejected 0, rolled back 0)" in text
     assert "1,000" in text and "windows  14   anomalous 2" in text and "drops 3   dead letters 1" in text
     cells = [line.strip("│ ").split() for line in text.splitlines()]
     rows = {row[0]: row[1:] for row in cells if row and row[0] in ("p0", "p1")}

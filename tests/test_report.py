@@ -126,3 +126,14 @@ def test_a_saved_process_report_reads_back_and_merges(tmp_path: Path) -> None:
         {"step": step, "reason": reason, "count": n}
         for (step, reason), n in sorted(report.stats.dead_letters_by.items())
     ]
+
+
+def test_the_report_lists_model_swaps_rejections_and_rollbacks() -> None:
+    from edgeflow.metrics import FlowStats
+    from edgeflow.runtime import RunReport
+
+    stats = FlowStats()
+    stats.count("infer.swaps", 2)
+    stats.count("infer.rollbacks")
+    lines = RunReport("f", 1.0, stats).lines()
+    assert "  model updates swapped 2  rejected 0  rolled back 1" in lines

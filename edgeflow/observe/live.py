@@ -152,9 +152,10 @@ def render(
     models = data["models"]
     swaps = data["counts"].get("infer.swaps", 0)
     rejected = data["counts"].get("infer.swap_rejected", 0)
+    rollbacks = data["counts"].get("infer.rollbacks", 0)
     model_text = "   ".join(f"{step}: {model}" for step, model in sorted(models.items())) or "-"
-    if swaps or rejected:
-        model_text += f"   (swaps {swaps}, rejected {rejected})"
+    if swaps or rejected or rollbacks:
+        model_text += f"   (swaps {swaps}, rejected {rejected}, rolled back {rollbacks})"
     grid.add_row("model", model_text)
     if data["problems"]:
         grid.add_row(Text("problem", style="bold red"), Text("; ".join(data["problems"]), style="red"))

@@ -76,6 +76,9 @@ def _figures(report: RunReport) -> list[str]:
     ]
 
 
+_MODEL_UPDATES = (("swapped", "infer.swaps"), ("rejected", "infer.swap_rejected"), ("rolled back", "infer.rollbacks"))
+
+
 def report_lines(report: RunReport) -> list[str]:
     """Readable lines of a finished run: totals, losses, dead letters by reason, flagged sensors, processes."""
     s = report.stats
@@ -90,6 +93,9 @@ def report_lines(report: RunReport) -> list[str]:
     losses = {name: n for name, n in sorted(s.counts.items()) if n and is_loss(name)}
     if losses:
         lines.append("  losses " + "  ".join(f"{name} {n:,}" for name, n in losses.items()))
+    updates = {label: s.counts.get(name, 0) for label, name in _MODEL_UPDATES}
+    if any(updates.values()):
+        lines.append("  model updates " + "  ".join(f"{label} {n:,}" for label, n in updates.items()))
     if s.dead_letters_by:
         by = sorted(s.dead_letters_by.items(), key=lambda kv: (-kv[1], kv[0]))
         lines.append("  dead letters by step: " + "; ".join(f"{step}: {reason} {n:,}" for (step, reason), n in by))

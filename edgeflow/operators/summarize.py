@@ -96,7 +96,7 @@ class IntervalSummary:
         "_fmax",
         "_fsum",
         "_sensor",
-        "_model",
+        "_models",
         "_raised_by",
     )
 
@@ -116,7 +116,8 @@ class IntervalSummary:
         self._fmax: np.ndarray | None = None
         self._fsum: np.ndarray | None = None
         self._sensor = ""
-        self._model = ""
+        self._models: list[str] = []
+        """Every model that scored a window of the interval, in order (two when a switch happened in it)."""
         self._raised_by: dict[str, float] = {}
 
     def on_batch(self, items: list[Scored]) -> list[Any]:
@@ -134,7 +135,9 @@ class IntervalSummary:
 
     def _add(self, item: Scored) -> None:
         w = item.window
-        self._sensor, self._model = w.sensor, item.model
+        self._sensor = w.sensor
+        if not self._models or self._models[-1] != item.model:
+            self._models.append(item.model)
         self._windows += 1
         self._samples += w.n_raw
         self._raw_bytes += w.raw_bytes
@@ -181,7 +184,7 @@ class IntervalSummary:
                 "max": _round(float(scores.max()), d),
                 "max_at": to_datetime(self._max_at).isoformat(),
             },
-            "model": self._model,
+            "model": self._models[0] if len(self._models) == 1 else list(dict.fromkeys(self._models)),
         }
         if self._raised_by:
             record["raised_by"] = {
