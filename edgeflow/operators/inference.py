@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,12 +242,14 @@ class InferLogic:
         ok, feats = self._finite(windows, out)
         if not ok:
             return out
+        started = time.perf_counter()
         try:
             outcome = slot.score(runner, feats)
         except Exception as exc:  # the runtime failing on one batch must not stop the flow
             self._stats.count("infer.failed", len(ok))
             reason = f"inference with {slot.state.active.model_id} failed: {type(exc).__name__}: {exc}"
             return out + [DeadLetter(self._step_id, reason, repr(w.features), w.sensor) for w in ok]
+        self._stats.observe("infer.invoke", time.perf_counter() - started)
         model_id = outcome.version.model_id
         for w, score, flag in zip(ok, outcome.scores.tolist(), outcome.flags.tolist(), strict=True):
             out.append(Scored(w, score, flag, model_id))
@@ -264,12 +267,14 @@ class InferLogic:
         if not ok:
             return out
         info = handler.info
+        started = time.perf_counter()
         try:
             scores = handler.score(feats)
         except Exception as exc:  # the runtime failing on one batch must not stop the flow
             self._stats.count("infer.failed", len(ok))
             reason = f"inference with {info.model_id} failed: {type(exc).__name__}: {exc}"
             return out + [DeadLetter(self._step_id, reason, repr(w.features), w.sensor) for w in ok]
+        self._stats.observe("infer.invoke", time.perf_counter() - started)
         threshold = self._threshold(info)
         anomalies = 0
         for w, score in zip(ok, scores.tolist(), strict=True):

@@ -106,3 +106,33 @@ def test_an_unsigned_edit_is_not_swapped_in(model_copy: Path) -> None:
     assert len(capture.dead_letters) == 1
     assert capture.report.stats.counts["infer.swap_rejected"] == 1
     assert _flagged(capture) == FAULTS
+
+
+def test_every_model_invoke_is_timed_for_the_metrics() -> None:
+    import edgeflow.operators as eo
+    from edgeflow import Flow
+    from edgeflow.observe.exporter import exposition
+    from edgeflow.testing import run_capture
+    from operators.crest_factor import crest_factor
+
+    flow = Flow("timed")
+    s = eo.replay("samples", flow, "examples/data/pump_vibration.csv")
+    names = [
+        "mean",
+        "std",
+        "min",
+        "max",
+        "rms",
+        "ptp",
+        "skew",
+        "kurtosis",
+        "p5",
+        "p95",
+        "fft_bands(0-50,50-150,150-250)",
+    ]
+    f = crest_factor("crest", eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), names))
+    eo.output("out", eo.infer("model", f, model="models/pump_ae/manifest.json"), eo.jsonl("out/timed.jsonl"))
+    stats = run_capture(flow).report.stats
+    invokes = stats.histograms["infer.invoke"]
+    assert invokes.count == stats.counts["infer.batches"] > 0
+    assert 'edgeflow_model_invoke_seconds_count{flow="timed",process="0"}' in exposition(stats, "timed")
