@@ -117,13 +117,17 @@ def window_feature(
     return decorate
 
 
+def _feature_matrix(windows: list[Window]) -> np.ndarray:
+    """Return the windows' feature vectors as one ``(windows, features)`` array (no copy for a lone window)."""
+    if len(windows) == 1:
+        return windows[0].features[None, :]  # type: ignore[index]
+    return np.stack([w.features for w in windows])  # type: ignore[misc]
+
+
 def _apply(
     step_id: str, compute: Callable[..., Any], index: list[int], n_adds: int, data: bool, windows: list[Window]
 ) -> list[Window | DeadLetter]:
-    if len(windows) == 1:
-        feats = windows[0].features[None, :]  # type: ignore[index]
-    else:
-        feats = np.stack([w.features for w in windows])  # type: ignore[misc]
+    feats = _feature_matrix(windows)
     columns = [feats[:, i].astype(np.float64) for i in index]
     if data:
         columns.insert(0, np.stack([w.data for w in windows]))
