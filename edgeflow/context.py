@@ -30,5 +30,7 @@ class RunContext:
     recovery_dir: Path | None = None
     """Snapshot store folder (see :attr:`edgeflow.graph.Flow.recovery_dir`)."""
     snapshot_every_s: float = 1.0
+    latency_budget_ms: float | None = None
+    """Ingest → verdict budget of the flow (see :attr:`edgeflow.graph.Flow.latency_budget_ms`); ``None``: none."""
     stop: threading.Event = field(default_factory=threading.Event)
     """Set to stop taking input: sources end, the flow finishes what it holds and flushes its sinks."""

@@ -176,7 +176,16 @@ class Flow:
     metrics_port: int | None = None
     """Serve Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on this port while the flow runs (process *i* of a
     cluster: port + *i*); ``edgeflow run --metrics-port`` overrides it. ``None``: no metrics server."""
+    latency_budget_ms: float | None = None
+    """Ingest → verdict latency the flow promises (p99, milliseconds): a scoring step that breaks it steps down its
+    degradation ladder (:mod:`edgeflow.operators.ladder`) and back up when load falls. ``None``: no budget."""
     steps: list[Step] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        budget = self.latency_budget_ms
+        if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget < float("inf")):
+            problem = "a latency budget must be a positive number of milliseconds"
+            raise FlowValidationError(self.name, "latency_budget_ms", budget, problem, hint="e.g. latency_budget_ms=15")
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r}, steps={[step.step_id for step in self.steps]})"

@@ -130,6 +130,7 @@ def run(
         dead_letter_path=None if dead_letters is None else Path(dead_letters),
         recovery_dir=None if recovery is None else Path(recovery),
         snapshot_every_s=compiled.flow.snapshot_every_s,
+        latency_budget_ms=compiled.flow.latency_budget_ms,
     )
     stats = ctx.stats
     stats.expected_bytes_in = _replay_bytes(compiled)
