@@ -5,7 +5,7 @@ given to it and polls them with :meth:`SourcePartition.next_batch`, which never
 blocks. A partition's :meth:`~SourcePartition.snapshot` is what it needs to resume
 where it stopped (a line number, a set of unacknowledged messages...). A
 :class:`Sink` opens one :class:`SinkPartition` per worker. The engine package
-(:mod:`edgeflow.engine`) adapts these to bytewax; nothing else knows bytewax.
+(:mod:`edgeflow.engine`) adapts these to the dataflow engine; no other module knows the engine.
 
 >>> class Numbers:
 ...     def partitions(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Find the flow in a flow file, the way ``python -m bytewax.run`` finds a dataflow.
+"""Find the flow in a flow file, the way the engine's own runner finds a dataflow.
 
 ``flows/pump.py`` uses the module's ``flow`` variable; ``flows/pump.py:my_flow``
 names another variable; ``flows/pump.py:make_flow()`` or

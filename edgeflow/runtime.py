@@ -1,4 +1,4 @@
-"""Run a compiled flow on bytewax, in this process or as one process of a cluster.
+"""Run a compiled flow on the dataflow engine, in this process or as one process of a cluster.
 
 >>> import edgeflow.operators as eo
 >>> from edgeflow import Flow

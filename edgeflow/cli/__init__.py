@@ -3,7 +3,7 @@
 One module per command group: :mod:`edgeflow.cli.flows` (``validate``, ``graph``,
 ``run``, ``init``), :mod:`edgeflow.cli.evaluate` (``eval``), :mod:`edgeflow.cli.mqtt`
 (``record``, ``publish``) and :mod:`edgeflow.cli.model` (``model ...``, ``fleet ...``). Heavy libraries
-(paho, LiteRT, TensorFlow, bytewax) are imported by the command that needs them.
+(paho, LiteRT, TensorFlow, the dataflow engine) are imported by the command that needs them.
 
 Exit codes are in :mod:`edgeflow.terminal`: 0 success, 1 failed while running, 2 bad command
 line, 3 invalid flow (nothing ran), 4 flow file not loadable. ``edgeflow --debug COMMAND``

@@ -146,7 +146,7 @@ def run(
     ] = None,
     cluster_dir: Annotated[Path | None, typer.Option("--cluster-dir", hidden=True)] = None,
 ) -> None:
-    """Run a flow until its sources end (bytewax; one worker by default, cluster mode with -w/-p/-a)."""
+    """Run a flow until its sources end (one worker by default, cluster mode with -w/-p/-a)."""
     from edgeflow.observe.health import HealthConfig
 
     debug = debug_enabled(ctx)
@@ -261,7 +261,7 @@ def _spawn_cluster(
     """Run *processes* copies of this command on local ports and report for all of them; return the exit code.
 
     Each child compiles the flow once for itself, writes its status and final report to a
-    temporary folder, and prints only errors (bytewax's connection retries left out). The
+    temporary folder, and prints only errors (the engine's connection retries left out). The
     children run in their own session: Ctrl-C or SIGTERM here is passed on once, so they stop
     cleanly. A child that fails stops the others.
     """

@@ -3,7 +3,7 @@ r"""The local processes of ``edgeflow run -p N``: their status files, their stde
 Each child process writes its stats to ``p<i>.status.json`` in a folder the parent
 made (every :data:`STATUS_EVERY_S`, replaced whole), and its final report there too
 (:func:`edgeflow.observe.report.save_part`). The parent shows the status files in its
-live view, forwards the children's stderr without bytewax's connection retries
+live view, forwards the children's stderr without the engine's connection retries
 (the processes start at slightly different times, so the first connections are
 refused and retried), and merges the reports into one.
 
@@ -36,7 +36,7 @@ _RETRY = re.compile(r"^worker \d+:\s+error connecting to worker \d+: .*retrying\
 
 
 def keep_line(line: str) -> bool:
-    """Whether a child's stderr line is for people (bytewax's connection retries are not)."""
+    """Whether a child's stderr line is for people (the engine's connection retries are not)."""
     return not _RETRY.match(line)
 
 
@@ -66,7 +66,7 @@ def read_statuses(folder: str | Path, processes: int) -> list[tuple[str, dict]]:
 
 
 class StderrForwarder:
-    """Copies a child's stderr to ours line by line, dropping bytewax's connection retries (counted)."""
+    """Copies a child's stderr to ours line by line, dropping the engine's connection retries (counted)."""
 
     def __init__(self, stream: IO[str], write: Callable[[str], None] | None = None) -> None:
         self.retries = 0

@@ -1,6 +1,6 @@
 """A simulated fleet: many gateways, each running the real update logic, in one process.
 
-A :class:`SimGateway` is what a gateway runs, minus bytewax: the real
+A :class:`SimGateway` is what a gateway runs, minus the dataflow engine: the real
 :class:`~edgeflow.ota.agent.GatewayAgent` (its own MQTT connection, signed commands,
 resumable chunk transfer, verification, its own model store) and the real
 :class:`~edgeflow.ota.slot.ModelSlot` (shadow, gates, atomic switch, health watch,
