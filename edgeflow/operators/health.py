@@ -1,0 +1,132 @@
+"""Model health of one model version: input drift, int8 saturation and the score distribution.
+
+*Drift* is, per feature, how far the median of the last ``capacity`` feature vectors lies from the training
+mean, in training standard deviations (the manifest's ``normalization``); the median keeps a faulty sensor's
+windows (anomalies, not drift) from moving it. *Saturation* is the share of input values the quantizer clipped
+at the integer bounds (:attr:`edgeflow.model.tensors.TensorSpec.clips`). Scores go to a histogram. Everything is
+kept in the run's :class:`~edgeflow.metrics.FlowStats`, labelled by the model id (``name@version/variant``):
+counters ``model.inputs|ID``, ``model.saturated|ID``, ``model.drift_alarms|ID``; gauges ``model.drift|ID|FEATURE``;
+histogram ``model.score|ID`` (score units, not seconds).
+
+>>> from edgeflow.metrics import FlowStats
+>>> health = ModelHealth("m@1", ("a", "b"), np.zeros(2), np.ones(2), None, FlowStats(), drift_alarm=3.0, capacity=8)
+>>> health.update(np.tile([0.1, 5.0], (8, 1)), np.full(8, 0.01))
+'model m@1: input drift 5.0 training std devs on feature b (alarm at 3)'
+>>> health.block()
+{'model': 'm@1', 'drift': {'feature': 'b', 'shift_sd': 5.0}, 'saturation_rate': 0.0, 'drift_alarm': True}
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from edgeflow.metrics import FlowStats, Histogram
+from edgeflow.model.tensors import TensorSpec
+
+__all__ = ["SCORE_BOUNDS", "ModelHealth"]
+
+SCORE_BOUNDS: tuple[float, ...] = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
+"""Upper bounds of the score histogram (score units)."""
+_MIN_ROWS = 16
+"""Feature vectors needed before drift is computed."""
+
+
+class ModelHealth:
+    """Drift, saturation and scores of one model version, fed one batch at a time (thread-safe)."""
+
+    def __init__(
+        self,
+        model_id: str,
+        names: tuple[str, ...],
+        mean: np.ndarray | None,
+        std: np.ndarray | None,
+        spec: TensorSpec | None,
+        stats: FlowStats,
+        *,
+        drift_alarm: float | None = 3.0,
+        capacity: int = 256,
+    ) -> None:
+        self.model_id = model_id
+        self._names = names
+        self._mean = None if mean is None else np.asarray(mean, dtype=np.float64)
+        self._std = None if std is None else np.maximum(np.asarray(std, dtype=np.float64), 1e-12)
+        self._spec = spec if spec is not None and spec.quantized else None
+        self._base = self._spec.clips.totals() if self._spec is not None else (0, 0)
+        self._stats = stats
+        self._alarm_at = drift_alarm
+        self._buf = np.zeros((capacity, len(names)), dtype=np.float64)
+        self._n = 0
+        self._lock = threading.Lock()
+        self.drift: np.ndarray | None = None
+        """Latest shift of each feature in training standard deviations (``None`` until enough windows)."""
+        self.alarm = False
+        self.saturation = 0.0
+        """Share of input values clipped by the quantizer since this version started serving."""
+        self._seen = self._hit = 0
+        key = f"model.score|{model_id}"
+        self._scores = stats.histograms.setdefault(key, Histogram(SCORE_BOUNDS))
+
+    def update(self, feats: np.ndarray, scores: np.ndarray) -> str | None:
+        """Add a batch of raw feature vectors and their scores; return a line when the drift alarm is raised."""
+        for s in scores.tolist():
+            self._scores.observe_ns(round(s * 1e9) if s < 1e9 else 10**18)
+        with self._lock:
+            self._saturation()
+            if self._mean is None or self._std is None:
+                return None
+            cap = self._buf.shape[0]
+            rows = feats[-cap:]
+            idx = (self._n + np.arange(len(rows))) % cap
+            self._buf[idx] = rows
+            self._n += len(rows)
+            if self._n < min(_MIN_ROWS, cap):
+                return None
+            recent = self._buf[: min(self._n, cap)]
+            drift = np.abs(np.median(recent, axis=0) - self._mean) / self._std
+            self.drift = drift
+            for name, value in zip(self._names, drift.tolist(), strict=True):
+                self._stats.set_gauge(f"model.drift|{self.model_id}|{name}", value)
+            return self._check_alarm(drift)
+
+    def _saturation(self) -> None:
+        if self._spec is None:
+            return
+        values, clipped = self._spec.clips.totals()
+        seen, hit = values - self._base[0], clipped - self._base[1]
+        new_values, new_hit = seen - self._seen, hit - self._hit
+        if new_values:
+            self._stats.count(f"model.inputs|{self.model_id}", new_values)
+        if new_hit:
+            self._stats.count(f"model.saturated|{self.model_id}", new_hit)
+        self._seen, self._hit = seen, hit
+        self.saturation = hit / seen if seen else 0.0
+
+    def _check_alarm(self, drift: np.ndarray) -> str | None:
+        if self._alarm_at is None:
+            return None
+        top = float(drift.max())
+        if top > self._alarm_at and not self.alarm:
+            self.alarm = True
+            self._stats.count(f"model.drift_alarms|{self.model_id}")
+            name = self._names[int(drift.argmax())]
+            return (
+                f"model {self.model_id}: input drift {top:.1f} training std devs on feature {name} "
+                f"(alarm at {self._alarm_at:g})"
+            )
+        if top < 0.8 * self._alarm_at:  # hysteresis: the next crossing raises a new alarm
+            self.alarm = False
+        return None
+
+    def block(self) -> dict[str, Any]:
+        """Return the ``model_health`` block of a summary: the largest drift and its feature, the saturation rate."""
+        out: dict[str, Any] = {"model": self.model_id}
+        drift = self.drift
+        if drift is not None:
+            i = int(drift.argmax())
+            out["drift"] = {"feature": self._names[i], "shift_sd": round(float(drift[i]), 3)}
+        out["saturation_rate"] = round(self.saturation, 6)
+        out["drift_alarm"] = self.alarm
+        return out
