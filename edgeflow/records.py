@@ -146,6 +146,11 @@ class Scored:
     model: str
     raised_by: dict[str, float] | None = None
     """On a flagged window, the features that raised the flag and their (signed) z-values."""
+    degraded: bool = False
+    """The verdict did not come from the model the flow asked for (model failure or latency ladder): ``model``
+    names the detector that produced it (e.g. ``fallback:zscore``)."""
+    health: dict[str, Any] | None = None
+    """The scoring model's health when it scored the window (see :mod:`edgeflow.operators.health`)."""
 
     @property
     def sensor(self) -> str:
