@@ -88,9 +88,13 @@ def read_stamp(props: Mapping[str, str] | None) -> Stamp | None:
     >>> read_stamp({"seq": "7", "pub": "a1b2"}), read_stamp({"seq": "x"}), read_stamp(None)
     (Stamp(publisher='a1b2', seq=7), None, None)
     """
-    if not props or "seq" not in props:
+    seq = props.get("seq") if props else None
+    if seq is None:
         return None
-    return _stamp(props.get("pub", ""), props["seq"])
+    if isinstance(seq, str) and seq.isdigit() and len(seq) < 19:  # the usual case, kept fast
+        n = int(seq)
+        return Stamp(props.get("pub", ""), n) if n > 0 else None  # type: ignore[union-attr]
+    return _stamp(props.get("pub", ""), seq)  # type: ignore[union-attr]
 
 
 def _stamp(publisher: object, seq: object) -> Stamp | None:

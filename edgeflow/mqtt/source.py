@@ -429,11 +429,14 @@ class MqttSourcePartition:
                 continue
             fields = self._template.match(message.topic) if self._needs_fields else None
             try:
-                samples, in_payload = self._codec.decode_stamped(message.payload, fields, message.props)
+                if stamp is None:
+                    samples, in_payload = self._codec.decode_stamped(message.payload, fields, message.props)
+                else:
+                    samples, in_payload = self._codec.decode(message.payload, fields, message.props), None
             except PayloadError as exc:
                 out.append(self._dead(str(exc), message))
                 continue
-            if stamp is None and in_payload is not None:
+            if in_payload is not None:
                 stamp = in_payload
                 if not self._in_sequence(message, stamp, samples):
                     continue
@@ -491,8 +494,10 @@ class MqttSourcePartition:
     def _in_sequence(self, message: _Message, stamp: Stamp, samples: list[SampleTuple] | None = None) -> bool:
         """Check *stamp* against its topic's last one: count a gap as lost upstream; ``False`` for a duplicate."""
         topic = message.topic
-        with self._drops:
-            dropped_here = self._local_drops.pop(topic, 0) if self._local_drops else 0
+        dropped_here = 0
+        if self._local_drops:  # rare: only after the hand-off queue dropped something
+            with self._drops:
+                dropped_here = self._local_drops.pop(topic, 0)
         last = self._seqs.get(topic)
         if last is not None and last[0] == stamp.publisher:
             if stamp.seq <= last[1]:  # sent again (QoS 1 redelivery, a publisher's resend after a reconnect)
