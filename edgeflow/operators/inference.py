@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
@@ -51,6 +51,8 @@ from edgeflow.graph import Flow, MapLogic, Schema, Step, StepContext, Stream, bu
 from edgeflow.metrics import FlowStats
 from edgeflow.model import LiteRTModelHandler, ModelHandler, ModelInfo, ModelLoadError, missing_members
 from edgeflow.model.signing import SignatureError, TrustedKeys
+from edgeflow.operators.health import ModelHealth
+from edgeflow.operators.ladder import FALLBACK, LEAN_EVERY, Fallback, Ladder
 from edgeflow.ota.gates import Gates
 from edgeflow.ota.restore import restore
 from edgeflow.ota.slot import ModelSlot, Runner, SlotState, Version
@@ -100,6 +102,12 @@ class InferConfig(BaseModel):
     """A gateway's model store (:class:`~edgeflow.ota.store.ModelStore`): updates, and what survives a restart."""
     shadow: Gates | None = Gates()
     """Gates a new version passes before and after promotion; ``None`` switches at once (not recommended)."""
+    drift_alarm: PositiveFloat | None = 3.0
+    """Raise a drift alarm when a feature's recent median moves this many training std devs; ``None``: never."""
+    priorities: dict[str, Literal["high", "normal"]] = Field(default_factory=dict)
+    """Sensor priorities for the latency ladder: ``high`` sensors keep the model longest (default ``normal``)."""
+    fallback: bool = True
+    """Score with a per-sensor z-score fallback when the model fails, instead of dead-lettering the windows."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,22 @@ class InferLogic:
         prepared: PreparedModel,
         stats: FlowStats,
         notify: Callable[[str], None] | None = None,
+        *,
+        features: tuple[str, ...] = (),
+        budget_ms: float | None = None,
     ) -> None:
         self._step_id = step_id
+        self._notify = notify
+        self._names = features or tuple(f"f{i}" for i in range(prepared.info.inputs[0].width))
+        self._fallback = Fallback(self._names, stats)
+        self.ladder: Ladder | None = None
+        """The degradation ladder, when the flow has a latency budget."""
+        if budget_ms is not None:
+            self.ladder = Ladder(budget_ms / 1e3, stats=stats, name=step_id)
+        self._ladder_lock = threading.Lock()
+        self._health: dict[str, ModelHealth] = {}
+        self._health_lock = threading.Lock()
+        self._batches = 0
         self._cfg = cfg
         self._prepared = prepared
         self._stats = stats
@@ -198,7 +220,98 @@ class InferLogic:
         return []
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
-        """Score the windows; non-finite feature vectors and failed invokes become dead letters."""
+        """Score the windows (the model, or the fallback on the ladder's lower rungs); time the batch for the ladder.
+
+        Non-finite feature vectors become dead letters; when the model fails, the fallback scores the windows.
+        """
+        self._batches += 1
+        level = self.ladder.level if self.ladder is not None else 0
+        if level >= 2:
+            high = self._cfg.priorities
+            to_model = [w for w in windows if level == 2 and high.get(w.sensor) == "high"]
+            rest = [w for w in windows if not (level == 2 and high.get(w.sensor) == "high")]
+            out = self._by_fallback(rest, reason=f"ladder:{self.ladder.rung}") if rest else []  # type: ignore[union-attr]
+            if to_model:
+                out += self._by_model(to_model)
+        else:
+            out = self._by_model(windows)
+        if self.ladder is not None:
+            self._time(windows)
+        return out
+
+    def _time(self, windows: list[Window]) -> None:
+        """Tell the ladder this batch's ingest → verdict latency (windows without an ingest time do not count)."""
+        ingested = [w.t_in for w in windows if w.t_in > 0]
+        if not ingested or self.ladder is None:
+            return
+        latency = (time.perf_counter_ns() - min(ingested)) / 1e9
+        with self._ladder_lock:
+            said = self.ladder.observe(latency)
+        if said is not None:
+            self._stats.set_gauge(f"ladder.level|{self._step_id}", self.ladder.level)
+            if self._notify is not None:
+                self._notify(f"infer {self._step_id!r}: latency ladder {said}")
+
+    def _by_fallback(self, windows: list[Window], reason: str) -> list[Any]:
+        """Score *windows* with the per-sensor z-score fallback, marked degraded; count them by *reason*."""
+        out: list[Any] = []
+        ok, feats = self._finite(windows, out)
+        anomalies = 0
+        for w, row in zip(ok, feats, strict=True):
+            score, anomaly = self._fallback.score(w.sensor, row.astype(np.float64))
+            anomalies += anomaly
+            out.append(Scored(w, score, anomaly, FALLBACK, degraded=True))
+        if ok:
+            self._stats.count(f"infer.fallback|{reason}", len(ok))
+        if anomalies:
+            self._stats.add(anomalies=anomalies)
+        return out
+
+    def _after_model(
+        self, handler: Any, info: ModelInfo, ok: list[Window], feats: np.ndarray, scores: np.ndarray
+    ) -> dict[str, Any] | None:
+        """Feed model health and the fallback's baselines (one batch in LEAN_EVERY on the lean rung); return health."""
+        health = self._health_of(handler, info)
+        lean = self.ladder is not None and self.ladder.level >= 1
+        if lean and self._batches % LEAN_EVERY:
+            return health.block()
+        if self._cfg.fallback:
+            for w, row in zip(ok, feats, strict=True):
+                self._fallback.learn(w.sensor, row.astype(np.float64))
+        line = health.update(feats, scores)
+        if line is not None and self._notify is not None:
+            self._notify(f"infer {self._step_id!r}: {line}")
+        return health.block()
+
+    def _health_of(self, handler: Any, info: ModelInfo) -> ModelHealth:
+        health = self._health.get(info.model_id)
+        if health is None:
+            with self._health_lock:
+                health = self._health.get(info.model_id)
+                if health is None:
+                    norm = info.manifest.normalization if info.manifest is not None else None
+                    health = ModelHealth(
+                        info.model_id,
+                        self._names,
+                        None if norm is None else np.asarray(norm.mean),
+                        None if norm is None else np.asarray(norm.std),
+                        info.inputs[0],
+                        self._stats,
+                        drift_alarm=self._cfg.drift_alarm,
+                    )
+                    self._health[info.model_id] = health
+        return health
+
+    def _failed(self, out: list[Any], model_id: str, exc: Exception, ok: list[Window]) -> list[Any]:
+        """Score a batch the model failed on with the fallback (one dead letter says why), or dead-letter it all."""
+        self._stats.count("infer.failed", len(ok))
+        reason = f"inference with {model_id} failed: {type(exc).__name__}: {exc}"
+        if not self._cfg.fallback:
+            return out + [DeadLetter(self._step_id, reason, repr(w.features), w.sensor) for w in ok]
+        out.append(DeadLetter(self._step_id, f"{reason}; {len(ok)} windows scored by {FALLBACK}", "", ok[0].sensor))
+        return out + self._by_fallback(ok, reason="model_failed")
+
+    def _by_model(self, windows: list[Window]) -> list[Any]:
         if self.slot is not None:
             try:
                 runner = self._runners.pop()
@@ -246,13 +359,12 @@ class InferLogic:
         try:
             outcome = slot.score(runner, feats)
         except Exception as exc:  # the runtime failing on one batch must not stop the flow
-            self._stats.count("infer.failed", len(ok))
-            reason = f"inference with {slot.state.active.model_id} failed: {type(exc).__name__}: {exc}"
-            return out + [DeadLetter(self._step_id, reason, repr(w.features), w.sensor) for w in ok]
+            return self._failed(out, slot.state.active.model_id, exc, ok)
         self._stats.observe("infer.invoke", time.perf_counter() - started)
         model_id = outcome.version.model_id
+        health = self._after_model(outcome.version.handler, outcome.version.info, ok, feats, outcome.scores)
         for w, score, flag in zip(ok, outcome.scores.tolist(), outcome.flags.tolist(), strict=True):
-            out.append(Scored(w, score, flag, model_id))
+            out.append(Scored(w, score, flag, model_id, health=health))
         per_invoke = getattr(outcome.version.handler, "invocations_per_batch", None) or len(ok)
         self._stats.count("infer.batches", -(-len(ok) // per_invoke))
         self._stats.count("infer.windows", len(ok))
@@ -271,16 +383,16 @@ class InferLogic:
         try:
             scores = handler.score(feats)
         except Exception as exc:  # the runtime failing on one batch must not stop the flow
-            self._stats.count("infer.failed", len(ok))
-            reason = f"inference with {info.model_id} failed: {type(exc).__name__}: {exc}"
-            return out + [DeadLetter(self._step_id, reason, repr(w.features), w.sensor) for w in ok]
+            return self._failed(out, info.model_id, exc, ok)
         self._stats.observe("infer.invoke", time.perf_counter() - started)
         threshold = self._threshold(info)
+        scores = np.asarray(scores, dtype=np.float64)
+        health = self._after_model(handler, info, ok, feats, scores)
         anomalies = 0
         for w, score in zip(ok, scores.tolist(), strict=True):
             anomaly = score > threshold
             anomalies += anomaly
-            out.append(Scored(w, score, anomaly, info.model_id))
+            out.append(Scored(w, score, anomaly, info.model_id, health=health))
         per_invoke = getattr(handler, "invocations_per_batch", None) or len(ok)
         self._stats.count("infer.batches", -(-len(ok) // per_invoke))
         self._stats.count("infer.windows", len(ok))
@@ -303,6 +415,9 @@ def infer(
     allow_downgrade: bool = False,
     store: str | os.PathLike[str] | None = None,
     shadow: Gates | Mapping[str, Any] | None = _DEFAULT,
+    drift_alarm: float | None = 3.0,
+    priorities: Mapping[str, str] | None = None,
+    fallback: bool = True,
 ) -> Stream:
     """Score each window's features with *model* (a manifest, a ``.tflite`` file or a handler); emit scored windows.
 
@@ -344,6 +459,9 @@ def infer(
         else tuple(trusted_keys),
         "allow_downgrade": allow_downgrade,
         "store": store,
+        "drift_alarm": drift_alarm,
+        "priorities": dict(priorities or {}),
+        "fallback": fallback,
     }
     if shadow is not _DEFAULT:
         settings["shadow"] = shadow
@@ -362,7 +480,11 @@ def infer(
         return _prepare(step_id, cfg, handler, features)
 
     def build(ctx: StepContext) -> MapLogic:
-        logic = InferLogic(step_id, cfg, ctx.prepared, ctx.run.stats, notify=_terminal_line)
+        features = ctx.inputs[0].features
+        budget = ctx.run.latency_budget_ms
+        logic = InferLogic(
+            step_id, cfg, ctx.prepared, ctx.run.stats, notify=_terminal_line, features=features, budget_ms=budget
+        )
         return MapLogic(batch=logic.on_batch)
 
     return flow.add_step(
