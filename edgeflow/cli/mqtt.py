@@ -35,7 +35,10 @@ def _default_broker() -> str:
     return DEFAULT_BROKER
 
 
-def _start_hint(broker: str) -> str:
+def _start_hint(broker: str, problem: object = "") -> str:
+    """Say how to get a broker running at *broker*, or, for a TLS problem, what to check."""
+    if "TLS" in str(problem):
+        return "check --ca-certs (the CA that signed the broker's certificate), the host name and the certificate dates"
     from edgeflow.mqtt.client import start_hint
 
     return start_hint(broker)
@@ -198,7 +201,7 @@ def record_command(
             on_ready=lambda: err.print(f"subscribed at {cfg.address}; recording to {out}", markup=False),
         )
     except (ConnectionError, OSError) as exc:
-        err.print(f"[red]cannot record[/red]: {exc}. Hint: {_start_hint(cfg.address)}")
+        err.print(f"cannot record: {exc}. Hint: {_start_hint(cfg.address, exc)}", markup=False, style="red")
         raise typer.Exit(EXIT_FAILED) from None
     except ValueError as exc:
         err.print(f"[red]bad option[/red]: {exc}")
@@ -284,7 +287,7 @@ def publish_command(
             stamp=stamp,
         )
     except (ConnectionError, OSError) as exc:
-        err.print(f"[red]cannot publish[/red]: {exc}. Hint: {_start_hint(cfg.address)}")
+        err.print(f"cannot publish: {exc}. Hint: {_start_hint(cfg.address, exc)}", markup=False, style="red")
         raise typer.Exit(EXIT_FAILED) from None
     except ValueError as exc:
         err.print(f"[red]bad option[/red]: {exc}")

@@ -91,7 +91,11 @@ class Publisher:
         except _NoSessionError as exc:
             raise ConnectionError(str(exc)) from None
         except OSError as exc:
-            msg = f"no MQTT broker reachable at {broker.address} ({describe_connect_error(exc, broker)})"
+            reason = describe_connect_error(exc, broker)
+            if reason.startswith("TLS"):
+                msg = f"the TLS connection to {broker.address} failed: {reason}"
+            else:
+                msg = f"no MQTT broker reachable at {broker.address} ({reason})"
             raise ConnectionError(msg) from None
 
     def _on_publish(self, *_args: Any) -> None:

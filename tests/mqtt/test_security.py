@@ -94,9 +94,20 @@ def test_tls_with_the_right_ca_carries_samples(tmp_path: Path, certificates: dic
             RECORDING, BrokerConfig(**tls), template="plant/l1/{sensor}/accel", limit=200, eos_topic="plant/eos"
         )
         report = running.join(20)
+        cli = _cli_publish(broker.port, certificates["ca"])  # the CLI takes the same TLS settings
     finally:
         broker.stop()
+    assert cli.exit_code == 0 and "published 40 samples" in cli.output, cli.output
     assert sent.acked and report.stats.samples_in == 200 and report.problem is None
+
+
+def _cli_publish(port: int, ca: Path) -> Any:
+    from typer.testing import CliRunner
+
+    from edgeflow.cli import app
+
+    args = ["publish", str(RECORDING), "--broker", f"localhost:{port}", "--ca-certs", str(ca), "--limit", "40"]
+    return CliRunner().invoke(app, args)
 
 
 @pytest.mark.parametrize(
@@ -133,8 +144,10 @@ def test_tls_failure_says_which_certificate_check_failed(
             "up", summaries, eo.mqtt_sink("up/{sensor}", broker=tls, spool=tmp_path / "o.sqlite", drain_timeout_s=0.5)
         )
         report = FlowThread(flow).join(30)
+        cli = _cli_publish(broker.port, certificates["ca"])
     finally:
         broker.stop()
+    assert cli.exit_code == 1 and said in cli.output and "Hint: check --ca-certs" in cli.output, cli.output
     assert report.problem is not None and said in report.problem, report.problem
     assert "never connected to the MQTT broker at localhost" in report.problem
     assert report.stats.counts["mqtt.sink_left_in_spool"] == report.stats.items_out > 0
