@@ -98,6 +98,8 @@ class IntervalSummary:
         "_sensor",
         "_models",
         "_raised_by",
+        "_degraded",
+        "_health",
     )
 
     def snapshot(self) -> dict[str, Any]:
@@ -119,6 +121,10 @@ class IntervalSummary:
         self._models: list[str] = []
         """Every model that scored a window of the interval, in order (two when a switch happened in it)."""
         self._raised_by: dict[str, float] = {}
+        self._degraded = 0
+        """Windows whose verdict came from a fallback detector (model failure or latency ladder)."""
+        self._health: dict[str, Any] | None = None
+        """The scoring model's health at the interval's last model-scored window."""
 
     def on_batch(self, items: list[Scored]) -> list[Any]:
         """Add scored windows; return summaries of intervals that closed."""
@@ -142,6 +148,9 @@ class IntervalSummary:
         self._samples += w.n_raw
         self._raw_bytes += w.raw_bytes
         self._anomalous += item.anomaly
+        self._degraded += getattr(item, "degraded", False)
+        if getattr(item, "health", None) is not None:
+            self._health = item.health
         if item.anomaly and item.raised_by:
             for name, z in item.raised_by.items():
                 if abs(z) > abs(self._raised_by.get(name, 0.0)):
@@ -186,6 +195,11 @@ class IntervalSummary:
             },
             "model": self._models[0] if len(self._models) == 1 else list(dict.fromkeys(self._models)),
         }
+        if self._degraded:
+            record["degraded"] = True
+            record["degraded_windows"] = self._degraded
+        if self._health is not None:
+            record["model_health"] = self._health
         if self._raised_by:
             record["raised_by"] = {
                 name: _round(z, d) for name, z in sorted(self._raised_by.items(), key=lambda kv: -abs(kv[1]))
