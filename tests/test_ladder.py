@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import numpy as np
 import pytest
 
+import edgeflow.operators as eo
+from edgeflow import Flow
 from edgeflow.metrics import FlowStats
-from edgeflow.operators.ladder import RUNGS, Ladder
+from edgeflow.model import ModelInfo
+from edgeflow.operators.ladder import FALLBACK, RUNGS, Ladder
+from edgeflow.testing import run_capture
+from flows.pump_int8 import add_features
+from tests.infer.infer_support import MANIFEST, RECORDING
 
 
 def test_the_ladder_steps_down_each_rung_then_back_up_with_hysteresis() -> None:
@@ -48,3 +58,54 @@ def test_one_slow_batch_in_a_window_does_not_break_a_p99_budget_of_many() -> Non
 def test_bad_settings_are_refused_with_a_hint() -> None:
     with pytest.raises(ValueError, match=r"ladder 'model': got budget_s=0.*Hint"):
         Ladder(0.0, name="model")
+
+
+class SlowOnDemand:
+    """The shipped model on LiteRT, sleeping ``per_row_s`` per row while its row count is in ``slow_rows``."""
+
+    def __init__(self, per_row_s: float, slow_rows: range) -> None:
+        from edgeflow.model import LiteRTModelHandler
+
+        self._inner = LiteRTModelHandler(MANIFEST)
+        self.rows = 0
+        self.per_row_s = per_row_s
+        self.slow_rows = slow_rows
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._inner.info
+
+    def load_model(self) -> ModelInfo:
+        return self._inner.load_model()
+
+    def run_inference(self, batch: np.ndarray) -> np.ndarray:
+        return self._inner.run_inference(batch)
+
+    def score(self, batch: np.ndarray) -> np.ndarray:
+        if self.rows in self.slow_rows:
+            time.sleep(self.per_row_s * len(batch))
+        self.rows += len(batch)
+        return self._inner.score(batch)
+
+    def swap(self, source: Any = None) -> ModelInfo:
+        return self._inner.swap(source)
+
+
+def test_a_slow_model_engages_the_ladder_keeps_the_high_priority_sensor_on_the_model_and_recovers() -> None:
+    flow = Flow("ladder", latency_budget_ms=15)
+    feats = add_features(eo.replay("samples", flow, RECORDING, speed=10))
+    handler = SlowOnDemand(0.006, range(200, 700))
+    scores = eo.infer("model", feats, model=handler, priorities={"pump-1": "high"})
+    eo.output("scores", scores, eo.stdout())
+    eo.summarize("summary", scores, every_s=10, sink=eo.stdout())
+    capture = run_capture(flow)
+    counts = capture.report.stats.counts
+    assert counts.get("ladder.down|lean", 0) >= 1 and counts.get("ladder.down|priority", 0) >= 1
+    assert counts.get("ladder.up|full", 0) >= 1  # recovered once the model was fast again
+    assert capture.report.stats.gauges["ladder.level|model"] == 0
+    scored = capture.outputs["scores"]
+    shed = [s for s in scored if s["model"] == FALLBACK]
+    assert shed and {s["sensor"] for s in shed} <= {"pump-2", "pump-3", "pump-4"}
+    assert all(s["model"] != FALLBACK for s in scored if s["sensor"] == "pump-1")
+    assert counts["infer.fallback|ladder:priority"] == len(shed)
+    assert any(s.get("degraded") for s in capture.outputs["summary_out"])
