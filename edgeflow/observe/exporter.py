@@ -191,6 +191,35 @@ class FlowCollector(Collector):
             oldest = gauges.pop("outbox.oldest_enqueued")
             age = max(0.0, now - oldest) if oldest > 0 else 0.0
             yield gauge("edgeflow_outbox_oldest_age_seconds", "Age of the oldest message in the outbox.", age)
+        drift = GaugeMetricFamily(
+            "edgeflow_model_input_drift",
+            "Recent median of a model input feature minus its training mean, in training standard deviations.",
+            labels=[*base, "model", "feature"],
+        )
+        for name in sorted(k for k in gauges if k.startswith("model.drift|")):
+            _, model, feature = name.split("|", 2)
+            drift.add_metric([*ids, model, feature], gauges.pop(name))
+        yield drift
+        health = {"model.inputs": "edgeflow_model_input_values", "model.saturated": "edgeflow_model_saturated_values"}
+        health["model.drift_alarms"] = "edgeflow_model_drift_alarms"
+        for key, metric in health.items():
+            family = CounterMetricFamily(
+                metric, f"Per model version: {key} (see edgeflow.operators.health).", labels=[*base, "model"]
+            )
+            for name, n in sorted(data["counts"].items()):
+                if name.startswith(key + "|"):
+                    family.add_metric([*ids, name.split("|", 1)[1]], n)
+            yield family
+        ladder = CounterMetricFamily(
+            "edgeflow_ladder_steps",
+            "Latency-ladder steps by direction and the rung reached.",
+            labels=[*base, "direction", "rung"],
+        )
+        for name, n in sorted(data["counts"].items()):
+            if name.startswith("ladder."):
+                direction, rung = name[len("ladder.") :].split("|", 1)
+                ladder.add_metric([*ids, direction, rung], n)
+        yield ladder
         other = GaugeMetricFamily("edgeflow_gauge", "Other current values by name.", labels=[*base, "name"])
         for name, value in sorted(gauges.items()):
             other.add_metric([*ids, name], value)
@@ -234,13 +263,19 @@ class FlowCollector(Collector):
         durations = HistogramMetricFamily(
             "edgeflow_duration_seconds", "Other durations by name.", labels=[*base, "name"]
         )
+        scores = HistogramMetricFamily(
+            "edgeflow_model_score", "Anomaly scores by model version (score units).", labels=[*base, "model"]
+        )
         for name, h in sorted(dict(stats.histograms).items()):
-            if name.startswith("step."):
+            if name.startswith("model.score|"):
+                scores.add_metric([*ids, name.split("|", 1)[1]], _buckets(h), h.sum_s)
+            elif name.startswith("step."):
                 steps.add_metric([*ids, name[5:]], _buckets(h), h.sum_s)
             elif name == "infer.invoke":
                 invoke.add_metric(ids, _buckets(h), h.sum_s)
             else:
                 durations.add_metric([*ids, name], _buckets(h), h.sum_s)
+        yield scores
         yield steps
         yield invoke
         yield durations
