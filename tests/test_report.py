@@ -137,3 +137,15 @@ def test_the_report_lists_model_swaps_rejections_and_rollbacks() -> None:
     stats.count("infer.rollbacks")
     lines = RunReport("f", 1.0, stats).lines()
     assert "  model updates swapped 2  rejected 0  rolled back 1" in lines
+
+
+def test_the_report_lists_ladder_steps_drift_alarms_and_fallbacks() -> None:
+    from edgeflow.metrics import FlowStats
+    from edgeflow.runtime import RunReport
+
+    stats = FlowStats()
+    stats.count("ladder.down|priority")
+    stats.count("ladder.up|full")
+    stats.count("model.drift_alarms|pump_ae@1/int8")
+    (line,) = [x for x in RunReport("f", 1.0, stats).lines() if x.startswith("  degradation")]
+    assert line == "  degradation ladder.down|priority 1  ladder.up|full 1  model.drift_alarms|pump_ae@1/int8 1"

@@ -76,6 +76,8 @@ def _figures(report: RunReport) -> list[str]:
     ]
 
 
+_DEGRADATION = ("ladder.", "model.drift_alarms", "infer.fallback")
+"""Counters of a run that degraded: latency-budget ladder steps, drift alarms, model-failure fallbacks."""
 _MODEL_UPDATES = (("swapped", "infer.swaps"), ("rejected", "infer.swap_rejected"), ("rolled back", "infer.rollbacks"))
 
 
@@ -96,6 +98,9 @@ def report_lines(report: RunReport) -> list[str]:
     updates = {label: s.counts.get(name, 0) for label, name in _MODEL_UPDATES}
     if any(updates.values()):
         lines.append("  model updates " + "  ".join(f"{label} {n:,}" for label, n in updates.items()))
+    degraded = {name: n for name, n in sorted(s.counts.items()) if n and name.startswith(_DEGRADATION)}
+    if degraded:
+        lines.append("  degradation " + "  ".join(f"{name} {n:,}" for name, n in degraded.items()))
     if s.dead_letters_by:
         by = sorted(s.dead_letters_by.items(), key=lambda kv: (-kv[1], kv[0]))
         lines.append("  dead letters by step: " + "; ".join(f"{step}: {reason} {n:,}" for (step, reason), n in by))
