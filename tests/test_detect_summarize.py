@@ -98,3 +98,12 @@ def test_an_interval_in_which_the_model_switched_names_both_models_in_order() ->
     assert next_one.record["model"] == new
     resumed = IntervalSummary(SummaryConfig(every_s=10), ("rms",), summary.snapshot())
     assert resumed.on_eof() == []
+
+
+def test_a_snapshot_from_before_the_model_list_resumes_with_its_model() -> None:
+    summary = IntervalSummary(SummaryConfig(every_s=10), ("rms",))
+    summary.on_batch([Scored(_window(t, [1.0]), 0.1, False, "m@1") for t in (1, 2)])
+    old = {**summary.snapshot(), "_model": "m@1"}
+    del old["_models"]
+    (closed,) = IntervalSummary(SummaryConfig(every_s=10), ("rms",), old).on_eof()
+    assert closed.record["model"] == "m@1" and closed.record["windows"] == 2

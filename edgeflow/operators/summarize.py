@@ -81,7 +81,10 @@ class IntervalSummary:
         self._interval: int | None = None
         self._reset()
         if resume is not None:
-            self.__dict__.update(copy.deepcopy(resume))
+            state = copy.deepcopy(resume)
+            if "_models" not in state and state.get("_model"):  # a snapshot taken before intervals kept every model
+                state["_models"] = [state.pop("_model")]
+            self.__dict__.update({name: state[name] for name in self._SNAPSHOT if name in state})
 
     _SNAPSHOT = (
         "_interval",
