@@ -16,7 +16,16 @@ from edgeflow.jsontext import dumps
 from edgeflow.metrics import FlowStats
 from edgeflow.records import DeadLetter, Scored, Window, to_datetime
 
-__all__ = ["CaptureSink", "DeadLetterSink", "JsonlSink", "StdoutSink", "ingest_time", "to_json", "worker_path"]
+__all__ = [
+    "CaptureSink",
+    "DeadLetterSink",
+    "JsonlSink",
+    "StdoutSink",
+    "append_dead_letters",
+    "ingest_time",
+    "to_json",
+    "worker_path",
+]
 
 
 def to_json(item: Any) -> dict[str, Any]:
@@ -176,6 +185,23 @@ class _DeadLetterPartition:
     def close(self) -> None:
         if self._close:
             self._stream.close()
+
+
+def append_dead_letters(path: str | Path | None, letters: Sequence[DeadLetter]) -> None:
+    """Append *letters* as JSONL to *path* (stderr when ``None``): how a step that is itself a sink sets items aside.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "dead.jsonl"
+    >>> append_dead_letters(p, [DeadLetter("uplink", "topic too long", "{}")])
+    >>> p.read_text().count("topic too long")
+    1
+    """
+    text = "".join(dumps(letter.to_json()) + "\n" for letter in letters)
+    if path is None:
+        sys.stderr.write(text)
+        return
+    with Path(path).open("a", encoding="utf-8") as f:
+        f.write(text)
 
 
 class DeadLetterSink:

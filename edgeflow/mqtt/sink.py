@@ -30,7 +30,6 @@ delay set with ``reconnect_delay_set`` (``reconnect_min_s``, doubling up to
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import select
 import socket
@@ -43,6 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
 
+from edgeflow.jsontext import dumps
 from edgeflow.metrics import FlowStats
 from edgeflow.mqtt.client import (
     BrokerConfig,
@@ -54,7 +54,8 @@ from edgeflow.mqtt.client import (
 )
 from edgeflow.mqtt.spool import OverflowPolicy, Spool
 from edgeflow.mqtt.topics import TopicTemplate
-from edgeflow.sinks import ingest_time, to_json, worker_path
+from edgeflow.records import DeadLetter
+from edgeflow.sinks import append_dead_letters, ingest_time, to_json, worker_path
 
 __all__ = ["MqttSink", "MqttSinkConfig", "MqttSinkPartition"]
 
@@ -125,9 +126,11 @@ class MqttSinkPartition:
         spool: Path | None,
         client_id: str,
         adopt: Sequence[Path] = (),
+        dead_letter_path: Path | None = None,
     ) -> None:
         self._cfg = cfg
         self._step_id = step_id
+        self._dead_letter_path = dead_letter_path
         self._flow = flow_name
         self._stats = stats
         self._topic = TopicTemplate(cfg.topic, key="{topic}")
@@ -224,10 +227,15 @@ class MqttSinkPartition:
         for item in items:
             record = to_json(item)
             alert = _is_alert(record)
-            payload = json.dumps(record, separators=(",", ":")).encode()
+            payload = dumps(record).encode()
             nbytes += len(payload)
             sensor = str(record.get("sensor", getattr(item, "sensor", "unknown")))
-            rows.append((self._topic_for(sensor, alert), payload, qos, retain, int(alert)))
+            topic = self._topic_for(sensor, alert)
+            problem = unsendable(topic)
+            if problem is not None:
+                self._move_aside(topic, payload, problem)
+                continue
+            rows.append((topic, payload, qos, retain, int(alert)))
             t_in = ingest_time(item)
             if t_in:
                 self._stats.latency.record(now - t_in)
@@ -242,6 +250,12 @@ class MqttSinkPartition:
                 self._io.release()
         else:
             self._wake()
+
+    def _move_aside(self, topic: str, payload: bytes, problem: str) -> None:
+        """Turn a message that can never be sent into a dead letter (counted as ``mqtt.sink_rejected``)."""
+        self._stats.count("mqtt.sink_rejected")
+        reason = f"cannot be published: {problem}; topic {_clip(topic)!r}"
+        append_dead_letters(self._dead_letter_path, [DeadLetter(self._step_id, reason, _clip(payload.decode()))])
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe (BlockingIOError) means a wake-up is pending anyway
@@ -272,7 +286,16 @@ class MqttSinkPartition:
         after = 0 if self._rescan else max(inflight, default=0)
         self._rescan = False
         for row in self._spool.next_rows(room, skip=inflight, after=after):
-            info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            problem = unsendable(row.topic)
+            if problem is None:
+                try:
+                    info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                except ValueError as exc:  # paho refuses it outright: it can never be sent
+                    problem = str(exc)
+            if problem is not None:  # e.g. left at the head of the outbox by an older run: set aside, go on
+                self._move_aside(row.topic, row.payload, problem)
+                self._spool.ack([row.seq])
+                continue
             if info.rc != 0 and row.qos == 0:  # not sent and not queued by paho: retry later
                 self._rescan = True
                 break
@@ -382,17 +405,49 @@ class MqttSink:
     (1, 1)
     """
 
-    def __init__(self, step_id: str, cfg: MqttSinkConfig, flow_name: str, stats: FlowStats) -> None:
+    def __init__(
+        self,
+        step_id: str,
+        cfg: MqttSinkConfig,
+        flow_name: str,
+        stats: FlowStats,
+        dead_letter_path: Path | None = None,
+    ) -> None:
         self.step_id = step_id
         self.cfg = cfg
         self.flow_name = flow_name
         self.stats = stats
+        self.dead_letter_path = dead_letter_path
 
     def open(self, worker_index: int, worker_count: int) -> MqttSinkPartition:
         spool = None if self.cfg.spool is None else worker_path(self.cfg.spool, worker_index, worker_count)
         client_id = self.cfg.client_id or f"edgeflow-{self.flow_name}-{self.step_id}-w{worker_index}-{unique_suffix()}"
         adopt = _orphaned_outboxes(self.cfg.spool, worker_count) if self.cfg.spool and worker_index == 0 else []
-        return MqttSinkPartition(self.step_id, self.cfg, self.flow_name, self.stats, spool, client_id, adopt)
+        return MqttSinkPartition(
+            self.step_id, self.cfg, self.flow_name, self.stats, spool, client_id, adopt, self.dead_letter_path
+        )
+
+
+MAX_TOPIC_BYTES = 65_535
+"""MQTT's limit on a topic name, in UTF-8 bytes."""
+
+
+def unsendable(topic: str) -> str | None:
+    """Why *topic* can never be published, or ``None`` if it can.
+
+    >>> unsendable("gw/pump-1/summary") is None, unsendable("gw/" + "s" * 65_533)
+    (True, 'the topic is 65,536 bytes; MQTT allows at most 65,535')
+    """
+    size = len(topic.encode("utf-8", errors="replace"))
+    if size > MAX_TOPIC_BYTES:
+        return f"the topic is {size:,} bytes; MQTT allows at most {MAX_TOPIC_BYTES:,}"
+    if not topic or any(c in topic for c in "+#\x00"):
+        return "a topic to publish on must be non-empty, without wildcards (+, #) or NUL"
+    return None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _orphaned_outboxes(spool: Path, worker_count: int) -> list[Path]:

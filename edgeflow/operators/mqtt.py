@@ -181,6 +181,6 @@ def mqtt_sink(
             _probe(step_id, cfg.broker, cfg.connect_timeout_s)
 
     def build(ctx: StepContext) -> MqttSink:
-        return MqttSink(step_id, cfg, ctx.run.flow_name, ctx.run.stats)
+        return MqttSink(step_id, cfg, ctx.run.flow_name, ctx.run.stats, ctx.run.dead_letter_path)
 
     return SinkSpec("mqtt_sink", build, check=check)
