@@ -107,3 +107,21 @@ def test_a_snapshot_from_before_the_model_list_resumes_with_its_model() -> None:
     del old["_models"]
     (closed,) = IntervalSummary(SummaryConfig(every_s=10), ("rms",), old).on_eof()
     assert closed.record["model"] == "m@1" and closed.record["windows"] == 2
+
+
+def test_a_frozen_baseline_scores_a_batch_at_once_exactly_as_window_by_window() -> None:
+    rng = np.random.default_rng(5)
+    cfg = DetectorConfig(warmup=20, threshold=4.0, persistence=(2, 3))
+    names = ("a", "b", "c")
+    batched, single = (ZScoreState(cfg, "z", FlowStats(), names=names) for _ in range(2))
+    warm = [_window(t, rng.normal(0, 1, 3).tolist()) for t in range(20)]
+    batched.on_batch(warm)
+    single.on_batch(warm)
+    later = [_window(20 + t, (rng.normal(0, 1, 3) * (8 if t % 5 < 2 else 1)).tolist()) for t in range(40)]
+    later[7] = _window(27, [1.0, float("nan"), 0.0])
+    fast = batched.on_batch(later)  # past warmup: one numpy pass
+    slow = [x for w in later for x in single.on_batch([w])]
+    assert [(type(x).__name__, getattr(x, "score", None), getattr(x, "anomaly", None)) for x in fast] == [
+        (type(x).__name__, getattr(x, "score", None), getattr(x, "anomaly", None)) for x in slow
+    ]
+    assert sum(getattr(x, "anomaly", False) for x in fast) > 0

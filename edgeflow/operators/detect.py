@@ -121,6 +121,8 @@ class ZScoreState:
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
         """Score each window of one sensor; a window with non-finite features is a dead letter."""
+        if self._frozen:
+            return self._score_frozen(windows)
         out: list[Any] = []
         anomalies = 0
         for w in windows:
@@ -134,6 +136,39 @@ class ZScoreState:
             anomalies += anomaly
             explained = raised_by(self._selected_names, self.last_z, self._cfg.threshold) if anomaly else None
             out.append(Scored(w, z, anomaly, self._model, explained))
+        if anomalies:
+            self._stats.add(anomalies=anomalies)
+        return out
+
+    @property
+    def _frozen(self) -> bool:
+        """Whether the baseline no longer changes (a z-score detector past its warmup)."""
+        return self._cfg.alpha == 0 and self._mean is not None and self._n >= self._cfg.warmup
+
+    def _score_frozen(self, windows: list[Window]) -> list[Any]:
+        """Score a batch against the frozen baseline in one numpy pass (the same verdicts as one by one)."""
+        assert self._mean is not None and self._m2 is not None
+        feats = np.stack([w.features for w in windows]).astype(np.float64)  # type: ignore[misc]
+        finite = np.isfinite(feats).all(axis=1)
+        x = feats if self._index is None else feats[:, self._index]
+        std = np.maximum(np.sqrt(self._m2 / (self._n - 1)), self._cfg.min_std * np.abs(self._mean) + 1e-9)
+        z = (x - self._mean) / std
+        zmax = np.abs(z).max(axis=1)
+        threshold = self._cfg.threshold
+        out: list[Any] = []
+        anomalies = 0
+        for i, w in enumerate(windows):
+            if not finite[i]:
+                letter = non_finite_letter(self._step_id, w, self._names, feats[i])
+                assert letter is not None
+                out.append(letter)
+                continue
+            crossed = bool(zmax[i] > threshold)
+            anomaly = self._flags.push(crossed) and crossed
+            self.last_z = z[i]
+            anomalies += anomaly
+            explained = raised_by(self._selected_names, z[i], threshold) if anomaly else None
+            out.append(Scored(w, float(zmax[i]), anomaly, self._model, explained))
         if anomalies:
             self._stats.add(anomalies=anomalies)
         return out
