@@ -37,7 +37,6 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeflow.model import LiteRTModelHandler, ModelLoadError
 from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_USAGE, err
 
 __all__ = ["parse_expiry", "register", "register_fleet"]
@@ -120,6 +119,7 @@ def _keygen(name: str, out: Path) -> int:
 
 
 def _sign(path: Path, key: Path, expires: str | None, update_hashes: bool) -> int:
+    from edgeflow.model import ModelLoadError
     from edgeflow.model.verify import sign_model
 
     try:
@@ -142,6 +142,7 @@ def _sign(path: Path, key: Path, expires: str | None, update_hashes: bool) -> in
 
 
 def _verify(path: Path, trusted_keys: Path | None) -> int:
+    from edgeflow.model import LiteRTModelHandler, ModelLoadError
     from edgeflow.model.signing import TrustedKeys
     from edgeflow.model.verify import verify_model
 
@@ -167,6 +168,7 @@ def _verify(path: Path, trusted_keys: Path | None) -> int:
 
 
 def _deploy(path: Path, store_dir: Path, trusted_keys: Path | None, wait_s: float) -> int:
+    from edgeflow.model import ModelLoadError
     from edgeflow.model.signing import TrustedKeys
     from edgeflow.ota.store import ModelStore
 
@@ -272,6 +274,7 @@ def _agent(store: Path, gateway: str, group: str | None, broker: str, trusted_ke
 def _fleet_rollout(folder: Path, broker: str, key: Path, plan_args: dict[str, Any], expect: int | None) -> int:
     from pydantic import ValidationError
 
+    from edgeflow.model import ModelLoadError
     from edgeflow.ota.fleet import RolloutController, RolloutPlan
 
     try:
@@ -330,6 +333,8 @@ def _fleet_status(broker: str, wait_s: float) -> int:
 
 
 def _info(path: Path, variant: str | None) -> int:
+    from edgeflow.model import LiteRTModelHandler, ModelLoadError
+
     try:
         info = LiteRTModelHandler(path, variant=variant).load_model()
     except (ModelLoadError, ImportError) as exc:
