@@ -59,8 +59,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
-from edgeflow.operators.flagging import KOfN, check_persistence, feature_index, non_finite_letter, raised_by
-from edgeflow.records import Scored, Window
+from edgeflow.operators.flagging import (
+    KOfN,
+    check_persistence,
+    feature_index,
+    raised_by,
+    score_windows,
+)
+from edgeflow.records import Window
 
 __all__ = ["BaselineState", "RobustConfig", "SeasonalConfig", "robust_detector", "seasonal_detector"]
 
@@ -433,23 +439,16 @@ class BaselineState:
             self._stats.count("baseline.relevels")
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
-        """Score each window of one sensor; a window with non-finite features is a dead letter."""
-        out: list[Any] = []
-        anomalies = 0
-        for win in windows:
-            assert win.features is not None
-            features = win.features.astype(np.float64)
-            letter = non_finite_letter(self._step_id, win, self._names, features)
-            if letter is not None:
-                out.append(letter)
-                continue
-            x = features if self._index is None else features[self._index]
-            score, flagged, by = self.score(x, (win.start + win.end) / 2)
-            anomalies += flagged
-            out.append(Scored(win, score, flagged, self._model, by))
-        if anomalies:
-            self._stats.add(anomalies=anomalies)
-        return out
+        """Score each window of one sensor (at its middle in event time); non-finite ones are dead letters."""
+        return score_windows(
+            self._step_id,
+            windows,
+            self._names,
+            self._index,
+            self._model,
+            self._stats,
+            lambda x, w: self.score(x, (w.start + w.end) / 2),
+        )
 
     def on_eof(self) -> list[Any]:
         """Nothing is held back."""

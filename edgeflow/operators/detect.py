@@ -24,7 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
-from edgeflow.operators.flagging import KOfN, check_persistence, feature_index, non_finite_letter, raised_by
+from edgeflow.operators.flagging import (
+    KOfN,
+    check_persistence,
+    feature_index,
+    non_finite_letter,
+    raised_by,
+    score_windows,
+)
 from edgeflow.records import Scored, Window
 
 __all__ = ["DetectorConfig", "ZScoreState", "ewma_detector", "zscore_detector"]
@@ -123,22 +130,14 @@ class ZScoreState:
         """Score each window of one sensor; a window with non-finite features is a dead letter."""
         if self._frozen:
             return self._score_frozen(windows)
-        out: list[Any] = []
-        anomalies = 0
-        for w in windows:
-            assert w.features is not None
-            features = w.features.astype(np.float64)
-            letter = non_finite_letter(self._step_id, w, self._names, features)
-            if letter is not None:
-                out.append(letter)
-                continue
-            z, anomaly = self.score(features if self._index is None else features[self._index])
-            anomalies += anomaly
-            explained = raised_by(self._selected_names, self.last_z, self._cfg.threshold) if anomaly else None
-            out.append(Scored(w, z, anomaly, self._model, explained))
-        if anomalies:
-            self._stats.add(anomalies=anomalies)
-        return out
+        return score_windows(
+            self._step_id, windows, self._names, self._index, self._model, self._stats, self._explained
+        )
+
+    def _explained(self, x: np.ndarray, _window: Window) -> tuple[float, bool, dict[str, float] | None]:
+        """Score *x* (learning from it as :meth:`score` does) and say which features raised a flag."""
+        z, anomaly = self.score(x)
+        return z, anomaly, raised_by(self._selected_names, self.last_z, self._cfg.threshold) if anomaly else None
 
     @property
     def _frozen(self) -> bool:

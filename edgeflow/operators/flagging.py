@@ -22,15 +22,17 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema
-from edgeflow.records import DeadLetter, Window, to_iso
+from edgeflow.metrics import FlowStats
+from edgeflow.records import DeadLetter, Scored, Window, to_iso
 
-__all__ = ["KOfN", "check_persistence", "feature_index", "non_finite_letter", "raised_by"]
+__all__ = ["KOfN", "check_persistence", "feature_index", "non_finite_letter", "raised_by", "score_windows"]
 
 
 def feature_index(step_id: str, schema: Schema, names: Sequence[str] | None) -> tuple[int, ...]:
@@ -126,3 +128,34 @@ def raised_by(names: Sequence[str], z: np.ndarray, threshold: float) -> dict[str
     order = np.argsort(-np.abs(z), kind="stable")
     picked = [i for i in order if abs(z[i]) > threshold] or [int(order[0])]
     return {names[i]: round(float(z[i]), 3) for i in picked}
+
+
+def score_windows(
+    step_id: str,
+    windows: list[Window],
+    names: Sequence[str],
+    index: np.ndarray | None,
+    model: str,
+    stats: FlowStats,
+    score: Callable[[np.ndarray, Window], tuple[float, bool, dict[str, float] | None]],
+) -> list[Any]:
+    """Score one sensor's windows in order with *score* (on the selected features); non-finite ones are dead letters.
+
+    *score* returns the window's score, whether it is flagged, and what raised the flag. Flagged windows are
+    added to the run's anomaly count.
+    """
+    out: list[Any] = []
+    anomalies = 0
+    for w in windows:
+        assert w.features is not None
+        features = w.features.astype(np.float64)
+        letter = non_finite_letter(step_id, w, names, features)
+        if letter is not None:
+            out.append(letter)
+            continue
+        value, flagged, by = score(features if index is None else features[index], w)
+        anomalies += flagged
+        out.append(Scored(w, value, flagged, model, by))
+    if anomalies:
+        stats.add(anomalies=anomalies)
+    return out

@@ -33,8 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validato
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
-from edgeflow.operators.flagging import KOfN, check_persistence, feature_index, non_finite_letter, raised_by
-from edgeflow.records import Scored, Window
+from edgeflow.operators.flagging import (
+    KOfN,
+    check_persistence,
+    feature_index,
+    raised_by,
+    score_windows,
+)
+from edgeflow.records import Window
 
 __all__ = ["RiverConfig", "RiverState", "river_detector"]
 
@@ -146,21 +152,9 @@ class RiverState:
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
         """Score each window of one sensor; a window with non-finite features is a dead letter."""
-        out: list[Any] = []
-        anomalies = 0
-        for win in windows:
-            assert win.features is not None
-            features = win.features.astype(np.float64)
-            letter = non_finite_letter(self._step_id, win, self._names, features)
-            if letter is not None:
-                out.append(letter)
-                continue
-            score, flagged, by = self.score(features if self._index is None else features[self._index])
-            anomalies += flagged
-            out.append(Scored(win, score, flagged, self._model_name, by))
-        if anomalies:
-            self._stats.add(anomalies=anomalies)
-        return out
+        return score_windows(
+            self._step_id, windows, self._names, self._index, self._model_name, self._stats, lambda x, _w: self.score(x)
+        )
 
     def on_eof(self) -> list[Any]:
         """Nothing is held back."""
