@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from edgeflow.records import DeadLetter, Sample, SampleBlock, TimeFormat
+from edgeflow.records import DeadLetter, Sample, SampleBlock, TimeFormat, clip
 
 __all__ = ["Chunk", "RecordingReader", "factorize", "read_columns", "read_recording", "value_columns_of"]
 
@@ -39,20 +39,12 @@ ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 16_384
 """A growing reader aims at this many rows per sensor in a batch, up to this many rows in all."""
 _READ_HINT = 1 << 16
 """Bytes an uncompressed recording is read in at a time."""
-MAX_PAYLOAD_CHARS = 1_000
-"""A dead letter keeps at most this much of the bad row."""
 
 
 def _open_binary(path: Path) -> BinaryIO:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return path.open("rb")
-
-
-def _clip(text: str) -> str:
-    if len(text) <= MAX_PAYLOAD_CHARS:
-        return text
-    return f"{text[:MAX_PAYLOAD_CHARS]}... ({len(text):,} characters in all)"
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -262,7 +254,7 @@ class RecordingReader:
                         f"line {self.line + i + 1}: {len(line):,} bytes long; rows over {MAX_LINE_BYTES:,} bytes "
                         "are not sensor rows"
                     )
-                    dead.append(DeadLetter(self._step_id, reason, _clip(line.decode("utf-8", errors="replace"))))
+                    dead.append(DeadLetter(self._step_id, reason, clip(line.decode("utf-8", errors="replace"))))
                     lines[i] = b""  # keeps line numbers; parsed as nothing
         return lines, dead
 
@@ -274,7 +266,7 @@ class RecordingReader:
                 break
             size += len(head)
         reason = f"line {line}: {size:,} bytes long; rows over {MAX_LINE_BYTES:,} bytes are not sensor rows"
-        return DeadLetter(self._step_id, reason, _clip(head.decode("utf-8", errors="replace")))
+        return DeadLetter(self._step_id, reason, clip(head.decode("utf-8", errors="replace")))
 
     def read(self) -> tuple[Chunk | None, list[DeadLetter]]:
         """Parse the next lines: the good rows as a chunk (``None`` at the end of the file) and the dead letters."""
@@ -383,7 +375,7 @@ class RecordingReader:
         return Chunk(ts, codes, names, values, nbytes)
 
     def _dead(self, line: int, reason: str, raw: str) -> DeadLetter:
-        return DeadLetter(self._step_id, f"line {line}: {reason}", _clip(raw.rstrip("\r\n")))
+        return DeadLetter(self._step_id, f"line {line}: {reason}", clip(raw.rstrip("\r\n")))
 
     def _from_csv(self, raw: str, line: int) -> Sample | DeadLetter:
         try:

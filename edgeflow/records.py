@@ -24,6 +24,7 @@ __all__ = [
     "Scored",
     "TimeFormat",
     "Window",
+    "clip",
     "parse_timestamp",
     "parse_timestamps",
     "to_datetime",
@@ -260,6 +261,21 @@ def _zone(name: str) -> tzinfo:
     if name.upper() == "UTC":
         return timezone.utc
     return ZoneInfo(name)
+
+
+MAX_PAYLOAD_CHARS = 1_000
+"""A dead letter keeps at most this much of the bad input."""
+
+
+def clip(text: str, limit: int = MAX_PAYLOAD_CHARS) -> str:
+    """Return *text*, cut to *limit* characters with a note of its full length, for dead letters and messages.
+
+    >>> clip("x" * 12, limit=4)
+    'xxxx... (12 characters in all)'
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters in all)"
 
 
 def parse_timestamp(text: str) -> float:

@@ -179,12 +179,16 @@ class _DeadLetterPartition:
         self._close = close
 
     def write_batch(self, items: Sequence[DeadLetter]) -> None:
-        self._stream.write("".join(dumps(letter.to_json()) + "\n" for letter in items))
+        self._stream.write(_dead_letter_lines(items))
         self._stream.flush()
 
     def close(self) -> None:
         if self._close:
             self._stream.close()
+
+
+def _dead_letter_lines(letters: Sequence[DeadLetter]) -> str:
+    return "".join(dumps(letter.to_json()) + "\n" for letter in letters)
 
 
 def append_dead_letters(path: str | Path | None, letters: Sequence[DeadLetter]) -> None:
@@ -196,7 +200,7 @@ def append_dead_letters(path: str | Path | None, letters: Sequence[DeadLetter]) 
     >>> p.read_text().count("topic too long")
     1
     """
-    text = "".join(dumps(letter.to_json()) + "\n" for letter in letters)
+    text = _dead_letter_lines(letters)
     if path is None:
         sys.stderr.write(text)
         return

@@ -54,7 +54,7 @@ from edgeflow.mqtt.client import (
 )
 from edgeflow.mqtt.spool import OverflowPolicy, Spool
 from edgeflow.mqtt.topics import TopicTemplate
-from edgeflow.records import DeadLetter
+from edgeflow.records import DeadLetter, clip
 from edgeflow.sinks import append_dead_letters, ingest_time, to_json, worker_path
 
 __all__ = ["MqttSink", "MqttSinkConfig", "MqttSinkPartition"]
@@ -254,8 +254,8 @@ class MqttSinkPartition:
     def _move_aside(self, topic: str, payload: bytes, problem: str) -> None:
         """Turn a message that can never be sent into a dead letter (counted as ``mqtt.sink_rejected``)."""
         self._stats.count("mqtt.sink_rejected")
-        reason = f"cannot be published: {problem}; topic {_clip(topic)!r}"
-        append_dead_letters(self._dead_letter_path, [DeadLetter(self._step_id, reason, _clip(payload.decode()))])
+        reason = f"cannot be published: {problem}; topic {clip(topic, 200)!r}"
+        append_dead_letters(self._dead_letter_path, [DeadLetter(self._step_id, reason, clip(payload.decode(), 200))])
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe (BlockingIOError) means a wake-up is pending anyway
@@ -444,10 +444,6 @@ def unsendable(topic: str) -> str | None:
     if not topic or any(c in topic for c in "+#\x00"):
         return "a topic to publish on must be non-empty, without wildcards (+, #) or NUL"
     return None
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _orphaned_outboxes(spool: Path, worker_count: int) -> list[Path]:
