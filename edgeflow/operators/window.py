@@ -207,12 +207,13 @@ class SensorWindows:
         if not self._rejected and self._buf is _NO_BUFFER:
             self._buf = np.zeros((self._channels, self._size), dtype=np.float32)
 
-    def _guard_jumps(self, block: SampleBlock) -> tuple[SampleBlock, list[DeadLetter]]:
+    def _guard_jumps(self, block: SampleBlock) -> tuple[SampleBlock, list[DeadLetter], np.ndarray | None]:
         """Hold a sample far ahead of the sensor's timeline until the next one confirms or refutes it.
 
         One wrong timestamp (a clock glitch, a corrupt field) must not become the sensor's clock, or every
         later sample would be "late"; a sensor really back after a long silence is followed at its second
-        sample.
+        sample. When no sample jumped, the block's running newest timestamps are returned too, for the
+        late-sample check (``None`` when samples were held or dropped).
         """
         jump = self._cfg.jump_s
         if self._held is not None:
@@ -221,7 +222,7 @@ class SensorWindows:
         t = block.ts
         newest = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
         if not (t - newest > jump).any():
-            return block, []
+            return block, [], newest
         keep = np.ones(len(t), dtype=bool)
         dead: list[DeadLetter] = []
         clock, held = self._last_t, -1
@@ -247,7 +248,7 @@ class SensorWindows:
             self._held = block.take(np.arange(len(t)) == held)
         if dead:
             self._stats.count("window.time_outliers", len(dead))
-        return block.take(keep), dead
+        return block.take(keep), dead, None
 
     @property
     def discard(self) -> bool:
@@ -276,12 +277,13 @@ class SensorWindows:
             block = block.take(~unfit)
             if not len(block):
                 return out
-        block, jumped = self._guard_jumps(block)
+        block, jumped, seen = self._guard_jumps(block)
         out.extend(jumped)
         if not len(block):
             return out
         t = block.ts
-        seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
+        if seen is None:
+            seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
         late = t <= seen
         if late.any():
             for i in np.flatnonzero(late):
