@@ -131,6 +131,18 @@ class Window:
     """Feature vector (float32) once the features step has run."""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def with_features(self, features: np.ndarray) -> Window:
+        """Return this window with *features* (what ``dataclasses.replace`` does, at a fifth of its cost).
+
+        >>> w = Window("s", 0.0, 1.0, np.zeros((1, 2), np.float32), 1.0, 2, 20, 0)
+        >>> w.with_features(np.ones(3, np.float32)).features.tolist(), w.features
+        ([1.0, 1.0, 1.0], None)
+        """
+        return Window(
+            self.sensor, self.start, self.end, self.data, self.rate_hz, self.n_raw, self.raw_bytes, self.t_in,
+            features, self.extra,
+        )  # fmt: skip
+
 
 @dataclass(slots=True)
 class Scored:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -325,14 +325,14 @@ def features(
         fx = _extractor(step_id, cfg, ctx.input)
 
         def compute(w: Window) -> Window:
-            return replace(w, features=fx(w.data))
+            return w.with_features(fx(w.data))
 
         def compute_many(windows: list[Window]) -> list[Window]:
             # windows of one flow step share their shape, so all sensors' windows go through numpy together
             if len(windows) == 1:
                 return [compute(windows[0])]
             vectors = fx.many(np.stack([w.data for w in windows]))
-            return [replace(w, features=vector) for w, vector in zip(windows, vectors, strict=True)]
+            return [w.with_features(vector) for w, vector in zip(windows, vectors, strict=True)]
 
         return MapLogic(fn=compute, batch=compute_many)
 

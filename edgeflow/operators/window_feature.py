@@ -31,7 +31,6 @@ import difflib
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -142,4 +141,4 @@ def _apply(
         reason = f"{getattr(compute, 'func', compute).__name__} failed: {type(exc).__name__}: {exc}"
         return [DeadLetter(step_id, reason, repr(w.features), w.sensor) for w in windows]  # type: ignore[misc]
     out = np.concatenate((feats, block.astype(np.float32)), axis=1)
-    return [replace(w, features=row) for w, row in zip(windows, out, strict=True)]
+    return [w.with_features(row) for w, row in zip(windows, out, strict=True)]
