@@ -37,6 +37,8 @@ Row = tuple[str, float, tuple[float, ...]]
 MAX_LINE_BYTES = 65_536
 """Longer lines are not sensor rows: they become dead letters, read in pieces, never held whole."""
 ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 16_384
+DEFAULT_BATCH_ROWS = 8_192
+"""Rows a replay reads at a time unless told otherwise."""
 """A growing reader aims at this many rows per sensor in a batch, up to this many rows in all."""
 _READ_HINT = 1 << 16
 """Bytes an uncompressed recording is read in at a time."""

@@ -355,23 +355,32 @@ class InferLogic:
         ok, feats = self._finite(windows, out)
         if not ok:
             return out
+        active = slot.state.active
+        self._health_of(active.handler, active.info)  # before its first invoke: saturation counts every input
         started = time.perf_counter()
         try:
             outcome = slot.score(runner, feats)
         except Exception as exc:  # the runtime failing on one batch must not stop the flow
             return self._failed(out, slot.state.active.model_id, exc, ok)
-        self._stats.observe("infer.invoke", time.perf_counter() - started)
+        self._count_invokes(outcome.version.handler, len(ok), time.perf_counter() - started)
         model_id = outcome.version.model_id
         health = self._after_model(outcome.version.handler, outcome.version.info, ok, feats, outcome.scores)
         for w, score, flag in zip(ok, outcome.scores.tolist(), outcome.flags.tolist(), strict=True):
             out.append(Scored(w, score, flag, model_id, health=health))
-        per_invoke = getattr(outcome.version.handler, "invocations_per_batch", None) or len(ok)
-        self._stats.count("infer.batches", -(-len(ok) // per_invoke))
         self._stats.count("infer.windows", len(ok))
         anomalies = int(np.count_nonzero(outcome.flags))
         if anomalies:
             self._stats.add(anomalies=anomalies)
         return out
+
+    def _count_invokes(self, handler: ModelHandler, windows: int, seconds: float) -> None:
+        """Count the model invokes that scored *windows* in *seconds*: each one timed (the time split evenly)."""
+        per_invoke = getattr(handler, "invocations_per_batch", None) or windows
+        invokes = -(-windows // per_invoke)
+        self._stats.count("infer.batches", invokes)
+        histogram, each_ns = self._stats.histogram("infer.invoke"), round(seconds * 1e9 / invokes)
+        for _ in range(invokes):
+            histogram.observe_ns(each_ns)
 
     def _score(self, handler: ModelHandler, windows: list[Window]) -> list[Any]:
         out = self._refresh(handler, windows[0].sensor)
@@ -379,12 +388,13 @@ class InferLogic:
         if not ok:
             return out
         info = handler.info
+        self._health_of(handler, info)  # before its first invoke: saturation counts every input
         started = time.perf_counter()
         try:
             scores = handler.score(feats)
         except Exception as exc:  # the runtime failing on one batch must not stop the flow
             return self._failed(out, info.model_id, exc, ok)
-        self._stats.observe("infer.invoke", time.perf_counter() - started)
+        self._count_invokes(handler, len(ok), time.perf_counter() - started)
         threshold = self._threshold(info)
         scores = np.asarray(scores, dtype=np.float64)
         health = self._after_model(handler, info, ok, feats, scores)
@@ -393,8 +403,6 @@ class InferLogic:
             anomaly = score > threshold
             anomalies += anomaly
             out.append(Scored(w, score, anomaly, info.model_id, health=health))
-        per_invoke = getattr(handler, "invocations_per_batch", None) or len(ok)
-        self._stats.count("infer.batches", -(-len(ok) // per_invoke))
         self._stats.count("infer.windows", len(ok))
         if anomalies:
             self._stats.add(anomalies=anomalies)

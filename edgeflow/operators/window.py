@@ -370,42 +370,62 @@ class SensorWindows:
         self._last_t, self._last_v = float(t[-1]), v[:, -1]
 
     def _push(self, points: np.ndarray, grid: np.ndarray, out: list[Any]) -> None:
-        size, hop, k, i = self._size, self._hop, points.shape[1], 0
-        while i < k:
-            due = size - self._filled if self._filled < size else hop - self._since_emit
-            take = min(k - i, due)
-            first = min(take, size - self._pos)
-            self._buf[:, self._pos : self._pos + first] = points[:, i : i + first]
-            self._buf[:, : take - first] = points[:, i + first : i + take]
-            self._pos = (self._pos + take) % size
-            self._filled = min(size, self._filled + take)
-            self._since_emit += take
-            i += take
-            if take == due:
-                self._since_emit = 0
-                end_t = float(grid[i - 1])
-                upto = int(np.searchsorted(self._batch_t, end_t, side="right"))
-                self._n_raw += upto - self._attributed
-                self._raw_bytes += int(self._batch_bytes[upto] - self._batch_bytes[self._attributed])
-                self._attributed = upto
-                data = np.concatenate((self._buf[:, self._pos :], self._buf[:, : self._pos]), axis=1)
-                # the sample that completed the window: the first at or after its last grid point
-                completing = min(int(np.searchsorted(self._batch_t, end_t, side="left")), len(self._batch_t) - 1)
-                assert self._block is not None
-                t_in = self._block.ingest_time(completing)
-                out.append(
-                    Window(
-                        self._sensor or "",
-                        end_t - (size - 1) / self._rate,
-                        end_t,
-                        data,
-                        self._rate,
-                        self._n_raw,
-                        self._raw_bytes,
-                        t_in,
-                    )
-                )
-                self._n_raw = self._raw_bytes = 0
+        """Append resampled *points* (channels x k) at times *grid*; emit every window they complete.
+
+        All windows of the call are cut at once: the ring's points in time order followed by the new ones
+        form one series, and each window is a slice of it (copied once, together).
+        """
+        size, hop, k = self._size, self._hop, points.shape[1]
+        held = min(self._filled, size)
+        due = size - self._filled if self._filled < size else hop - self._since_emit
+        ends = np.arange(due - 1, k, hop)  # the points that complete a window
+        ring = self._buf
+        if ends.size:
+            ordered = np.concatenate((ring[:, self._pos :], ring[:, : self._pos]), axis=1)[:, size - held :]
+            series = np.concatenate((ordered, points), axis=1)
+            starts = ends + held - size + 1
+            data = np.lib.stride_tricks.sliding_window_view(series, size, axis=1)[:, starts].transpose(1, 0, 2).copy()
+            self._emit(data, grid[ends], out)
+            self._since_emit = k - 1 - int(ends[-1])
+        else:
+            self._since_emit += k
+        # the ring keeps the newest points; a full ring written in time order starts at position 0
+        if held + k >= size:
+            tail = points[:, max(0, k - size) :]
+            keep = size - tail.shape[1]
+            if keep:
+                ring[:, :keep] = np.concatenate((ring[:, self._pos :], ring[:, : self._pos]), axis=1)[:, size - keep :]
+            ring[:, keep:] = tail
+            self._pos = 0
+        else:
+            ring[:, self._pos : self._pos + k] = points
+            self._pos += k
+        self._filled = min(size, self._filled + k)
+
+    def _emit(self, data: np.ndarray, end_ts: np.ndarray, out: list[Any]) -> None:
+        """Make the windows of *data* (windows x channels x size) ending at *end_ts*, with their raw counts."""
+        batch_t, batch_bytes = self._batch_t, self._batch_bytes
+        # raw samples and bytes go to the first window ending at or after them
+        upto = np.searchsorted(batch_t, end_ts, side="right")
+        bounds = np.concatenate(([self._attributed], upto))
+        n_raw = np.diff(bounds)
+        n_raw[0] += self._n_raw
+        raw_bytes = np.diff(batch_bytes[bounds])
+        raw_bytes[0] += self._raw_bytes
+        self._attributed = int(upto[-1])
+        self._n_raw = self._raw_bytes = 0
+        # the sample that completed a window: the first at or after its last grid point
+        completing = np.minimum(np.searchsorted(batch_t, end_ts, side="left"), len(batch_t) - 1)
+        assert self._block is not None
+        t_ins = self._block.t_ins
+        ingest = [self._block.t_in] * len(end_ts) if t_ins is None else t_ins[completing].tolist()
+        sensor, rate, span = self._sensor or "", self._rate, (self._size - 1) / self._rate
+        out.extend(
+            Window(sensor, end - span, end, window, rate, n, nbytes, t_in)
+            for window, end, n, nbytes, t_in in zip(
+                data, end_ts.tolist(), n_raw.tolist(), raw_bytes.tolist(), ingest, strict=True
+            )
+        )
 
     def on_eof(self) -> list[Any]:
         """Incomplete windows are not emitted; their samples are counted as ``window.tail_samples``.
