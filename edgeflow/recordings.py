@@ -36,10 +36,13 @@ Row = tuple[str, float, tuple[float, ...]]
 
 MAX_LINE_BYTES = 65_536
 """Longer lines are not sensor rows: they become dead letters, read in pieces, never held whole."""
-ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 16_384
 DEFAULT_BATCH_ROWS = 8_192
 """Rows a replay reads at a time unless told otherwise."""
-"""A growing reader aims at this many rows per sensor in a batch, up to this many rows in all."""
+ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 262_144
+"""A growing reader aims at this many rows per sensor in a batch, up to this many rows in all (~7 MB of arrays):
+with thousands of sensors, each sensor's share of a batch stays large enough to be worth a vectorized step."""
+PARSE_ROWS = 16_384
+"""Lines parsed at once: bounds the transient text and strings of a large batch."""
 _READ_HINT = 1 << 16
 """Bytes an uncompressed recording is read in at a time."""
 _MAX_TIME_WIDTH = 40
@@ -115,6 +118,29 @@ class Chunk:
         """Split into the first *n* rows and the rest."""
         head = Chunk(self.ts[:n], self.codes[:n], self.names, self.values[:n], self.nbytes[:n])
         return head, Chunk(self.ts[n:], self.codes[n:], self.names, self.values[n:], self.nbytes[n:])
+
+    @classmethod
+    def concat(cls, parts: list[Chunk]) -> Chunk:
+        """Join chunks in order; sensor codes are renumbered into one list of names.
+
+        >>> a = Chunk(np.array([1.0]), np.array([0], np.int32), ["x"], np.zeros((1, 1)), np.ones(1, np.int64))
+        >>> b = Chunk(np.array([2.0, 3.0]), np.array([0, 1], np.int32), ["y", "x"], np.zeros((2, 1)), np.ones(2, int))
+        >>> c = Chunk.concat([a, b])
+        >>> c.sensors, c.names
+        (['x', 'y', 'x'], ['x', 'y'])
+        """
+        if len(parts) == 1:
+            return parts[0]
+        names = list(dict.fromkeys(name for part in parts for name in part.names))
+        lookup = {name: code for code, name in enumerate(names)}
+        codes = [np.array([lookup[n] for n in part.names], dtype=np.int32)[part.codes] for part in parts]
+        return cls(
+            np.concatenate([part.ts for part in parts]),
+            np.concatenate(codes),
+            names,
+            np.concatenate([part.values for part in parts]),
+            np.concatenate([part.nbytes for part in parts]),
+        )
 
     @classmethod
     def of(cls, samples: list[Sample], channels: int) -> Chunk:
@@ -275,10 +301,33 @@ class RecordingReader:
         return DeadLetter(self._step_id, reason, clip(head.decode("utf-8", errors="replace")))
 
     def read(self) -> tuple[Chunk | None, list[DeadLetter]]:
-        """Parse the next lines: the good rows as a chunk (``None`` at the end of the file) and the dead letters."""
+        """Parse the next lines: the good rows as a chunk (``None`` at the end of the file) and the dead letters.
+
+        A large batch is parsed in parts of at most :data:`PARSE_ROWS` lines, so that the text and the
+        strings of a part are freed before the next is read: only the parsed arrays add up.
+        """
+        parts: list[Chunk] = []
+        dead: list[DeadLetter] = []
+        wanted = self.batch_size
+        while wanted > 0 and not self._ended:
+            before = self.line
+            part, part_dead = self._read_part(min(wanted, PARSE_ROWS))
+            dead.extend(part_dead)
+            if part is not None and len(part):
+                parts.append(part)
+            if self.line == before:
+                break
+            wanted -= self.line - before
+        if parts:
+            chunk = Chunk.concat(parts)
+            self._adapt(chunk)
+            return chunk, dead
+        return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
+
+    def _read_part(self, lines: int) -> tuple[Chunk | None, list[DeadLetter]]:
         if self._ended:
             return None, []
-        raw_lines, dead = self._read_lines(self.batch_size)
+        raw_lines, dead = self._read_lines(lines)
         if not raw_lines:
             return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
         first_line = self.line + 1
@@ -290,7 +339,6 @@ class RecordingReader:
                 text = ""
             chunk = self._parse_csv_fast(raw_lines, text) if text else None
             if chunk is not None:
-                self._adapt(chunk)
                 return chunk, []
         samples: list[Sample] = []
         for n, raw_line in enumerate(raw_lines, start=first_line):
@@ -308,9 +356,7 @@ class RecordingReader:
             else:
                 dead.append(item)  # type: ignore[arg-type]
         dead.sort(key=_line_of)
-        chunk = Chunk.of(samples, len(self._values))
-        self._adapt(chunk)
-        return chunk, dead
+        return Chunk.of(samples, len(self._values)), dead
 
     def _adapt(self, chunk: Chunk) -> None:
         if self._grow:

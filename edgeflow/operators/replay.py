@@ -49,8 +49,8 @@ class ReplayConfig(BaseModel):
     """A constant sensor id for a one-sensor file without a sensor column (``sensor_column`` is then ignored)."""
     value_columns: tuple[str, ...] | None = None
     """Columns holding values; default: every other column."""
-    batch_size: PositiveInt | None = Field(default=None, le=65_536)
-    """Rows per batch; ``None``: 8,192, growing with the number of sensors (64 rows each, at most 16,384).
+    batch_size: PositiveInt | None = Field(default=None, le=262_144)
+    """Rows per batch; ``None``: 8,192, growing with the number of sensors (64 rows each, at most 262,144).
 
     Larger batches amortize each step's per-call cost (8,192 rows run ~1.6x faster than 1,024 on the pump
     recording); a paced replay still hands rows on only when they are due, so latency does not grow."""
