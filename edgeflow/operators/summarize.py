@@ -106,8 +106,22 @@ class IntervalSummary:
     )
 
     def snapshot(self) -> dict[str, Any]:
-        """Return the open interval's accumulators (a deep copy, picklable)."""
-        return copy.deepcopy({name: self.__dict__[name] for name in self._SNAPSHOT})
+        """Return the open interval's accumulators (copies, picklable; the engine asks once per sensor and epoch).
+
+        >>> from edgeflow.operators.summarize import SummaryConfig
+        >>> a = IntervalSummary(SummaryConfig(), ("rms",))
+        >>> state = a.snapshot(); a._scores.append(1.0)
+        >>> state["_scores"], a._scores
+        ([], [1.0])
+        """
+        state = {name: self.__dict__[name] for name in self._SNAPSHOT}
+        state["_scores"], state["_models"], state["_raised_by"] = [*self._scores], [*self._models], {**self._raised_by}
+        for name in ("_fmin", "_fmax", "_fsum"):
+            if state[name] is not None:
+                state[name] = state[name].copy()
+        if self._health is not None:
+            state["_health"] = copy.deepcopy(self._health)
+        return state
 
     def _reset(self) -> None:
         self._windows = 0
