@@ -308,21 +308,31 @@ class RecordingReader:
         """
         parts: list[Chunk] = []
         dead: list[DeadLetter] = []
-        wanted = self.batch_size
-        while wanted > 0 and not self._ended:
+        start = self.line
+        sensors: dict[str, None] = {}
+        while self.line - start < self.batch_size and not self._ended:
             before = self.line
-            part, part_dead = self._read_part(min(wanted, PARSE_ROWS))
+            part, part_dead = self._read_part(min(self.batch_size - (self.line - start), PARSE_ROWS))
             dead.extend(part_dead)
             if part is not None and len(part):
                 parts.append(part)
+                if self._grow:
+                    sensors.update(dict.fromkeys(part.names))
+                    self._grow_for(len(sensors), self.line - start)
             if self.line == before:
                 break
-            wanted -= self.line - before
         if parts:
-            chunk = Chunk.concat(parts)
-            self._adapt(chunk)
-            return chunk, dead
+            return Chunk.concat(parts), dead
         return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
+
+    def _grow_for(self, sensors: int, rows: int) -> None:
+        """Grow the batch to :data:`ROWS_PER_SENSOR` rows per sensor seen, when sensors recur.
+
+        Sensors that each sent one row (a flood of distinct ids) gain nothing from larger batches and would
+        only put more sensors in flight at once, so they do not make it grow.
+        """
+        if rows >= 2 * sensors:
+            self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * sensors, MAX_BATCH_ROWS))
 
     def _read_part(self, lines: int) -> tuple[Chunk | None, list[DeadLetter]]:
         if self._ended:
@@ -357,10 +367,6 @@ class RecordingReader:
                 dead.append(item)  # type: ignore[arg-type]
         dead.sort(key=_line_of)
         return Chunk.of(samples, len(self._values)), dead
-
-    def _adapt(self, chunk: Chunk) -> None:
-        if self._grow:
-            self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * len(chunk.names), MAX_BATCH_ROWS))
 
     def close(self) -> None:
         """Close the file."""

@@ -50,7 +50,7 @@ class ReplayConfig(BaseModel):
     value_columns: tuple[str, ...] | None = None
     """Columns holding values; default: every other column."""
     batch_size: PositiveInt | None = Field(default=None, le=262_144)
-    """Rows per batch; ``None``: 8,192, growing with the number of sensors (64 rows each, at most 262,144).
+    """Rows per batch; ``None``: 8,192, growing with the number of sensors that recur (64 rows each, at most 262,144).
 
     Larger batches amortize each step's per-call cost (8,192 rows run ~1.6x faster than 1,024 on the pump
     recording); a paced replay still hands rows on only when they are due, so latency does not grow."""

@@ -25,6 +25,7 @@ also makes the run's report name the problem.
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import warnings
 from typing import Any
@@ -266,8 +267,8 @@ class SensorWindows:
                 DeadLetter(self._step_id, reason, self._describe(block, i), block.sensor) for i in range(len(block))
             ]
         out: list[Any] = []
-        unfit = ~(np.abs(block.values) <= _FLOAT32_MAX).all(axis=1)  # also NaN and infinities
-        if unfit.any():
+        if block.values.size and not np.abs(block.values).max() <= _FLOAT32_MAX:  # also NaN and infinities
+            unfit = ~(np.abs(block.values) <= _FLOAT32_MAX).all(axis=1)
             for i in np.flatnonzero(unfit):
                 reason = (
                     f"value {block.values[i].tolist()} at {to_iso(block.ts[i])} does not fit a float32 window "
@@ -323,7 +324,7 @@ class SensorWindows:
         self._probe = np.concatenate((self._probe, t[: PROBE_SAMPLES - self._probe.size]))
         if self._probe.size < (2 if final else PROBE_SAMPLES):
             return
-        interval = float(np.median(np.diff(self._probe)))
+        interval = statistics.median(np.diff(self._probe).tolist())  # a few dozen values: cheaper than np.median
         self._probe = None
         cfg, where = self._cfg, f"step {self._step_id!r}: sensor {self._sensor!r}"
         if interval > cfg.max_gap_s:
@@ -384,7 +385,7 @@ class SensorWindows:
             ordered = np.concatenate((ring[:, self._pos :], ring[:, : self._pos]), axis=1)[:, size - held :]
             series = np.concatenate((ordered, points), axis=1)
             starts = ends + held - size + 1
-            data = np.lib.stride_tricks.sliding_window_view(series, size, axis=1)[:, starts].transpose(1, 0, 2).copy()
+            data = series[:, starts[:, None] + np.arange(size)].transpose(1, 0, 2)  # windows x channels x size
             self._emit(data, grid[ends], out)
             self._since_emit = k - 1 - int(ends[-1])
         else:
