@@ -212,14 +212,22 @@ class FlowCollector(Collector):
             yield family
         ladder = CounterMetricFamily(
             "edgeflow_ladder_steps",
-            "Latency-ladder steps by direction and the rung reached.",
-            labels=[*base, "direction", "rung"],
+            "Latency-ladder steps by direction, the rung reached and the cause (latency, backlog, recovered).",
+            labels=[*base, "direction", "rung", "cause"],
         )
         for name, n in sorted(data["counts"].items()):
             if name.startswith("ladder."):
-                direction, rung = name[len("ladder.") :].split("|", 1)
-                ladder.add_metric([*ids, direction, rung], n)
+                direction, rung, *cause = name[len("ladder.") :].split("|", 2)
+                ladder.add_metric([*ids, direction, rung, cause[0] if cause else ""], n)
         yield ladder
+        for key, metric, doc in (
+            ("ladder.level|", "edgeflow_ladder_level", "Rung of a scoring step's ladder (0 full .. 3 raw)."),
+            ("ladder.backlog_s|", "edgeflow_ladder_backlog_seconds", "Verdicts' lag behind event time, over usual."),
+        ):
+            family = GaugeMetricFamily(metric, doc, labels=[*base, "step"])
+            for name in sorted(k for k in gauges if k.startswith(key)):
+                family.add_metric([*ids, name[len(key) :]], gauges.pop(name))
+            yield family
         other = GaugeMetricFamily("edgeflow_gauge", "Other current values by name.", labels=[*base, "name"])
         for name, value in sorted(gauges.items()):
             other.add_metric([*ids, name], value)

@@ -52,7 +52,7 @@ from edgeflow.metrics import FlowStats
 from edgeflow.model import LiteRTModelHandler, ModelHandler, ModelInfo, ModelLoadError, missing_members
 from edgeflow.model.signing import SignatureError, TrustedKeys
 from edgeflow.operators.health import ModelHealth
-from edgeflow.operators.ladder import FALLBACK, LEAN_EVERY, Fallback, Ladder
+from edgeflow.operators.ladder import FALLBACK, LEAN_EVERY, Fallback, Ladder, LagGauge
 from edgeflow.ota.gates import Gates
 from edgeflow.ota.restore import restore
 from edgeflow.ota.slot import ModelSlot, Runner, SlotState, Version
@@ -108,6 +108,9 @@ class InferConfig(BaseModel):
     """Sensor priorities for the latency ladder: ``high`` sensors keep the model longest (default ``normal``)."""
     fallback: bool = True
     """Score with a per-sensor z-score fallback when the model fails, instead of dead-lettering the windows."""
+    backlog_s: PositiveFloat | None = None
+    """With a latency budget: step down the ladder when verdicts lag this much (seconds) behind event time beyond
+    each sensor's usual lag (:class:`~edgeflow.operators.ladder.LagGauge`); ``None``: four times the budget."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,10 @@ class InferLogic:
         self._fallback = Fallback(self._names, stats)
         self.ladder: Ladder | None = None
         """The degradation ladder, when the flow has a latency budget."""
+        self._lag = LagGauge()
         if budget_ms is not None:
-            self.ladder = Ladder(budget_ms / 1e3, stats=stats, name=step_id)
+            self.ladder = Ladder(budget_ms / 1e3, backlog_s=cfg.backlog_s, stats=stats, name=step_id)
+        self._last_health: dict[str, Any] | None = None
         self._ladder_lock = threading.Lock()
         self._health: dict[str, ModelHealth] = {}
         self._health_lock = threading.Lock()
@@ -240,17 +245,22 @@ class InferLogic:
         return out
 
     def _time(self, windows: list[Window]) -> None:
-        """Tell the ladder this batch's ingest → verdict latency (windows without an ingest time do not count)."""
+        """Tell the ladder this batch's ingest → verdict latency and its backlog behind event time.
+
+        Windows without an ingest time do not count.
+        """
         ingested = [w.t_in for w in windows if w.t_in > 0]
         if not ingested or self.ladder is None:
             return
         latency = (time.perf_counter_ns() - min(ingested)) / 1e9
         with self._ladder_lock:
-            said = self.ladder.observe(latency)
+            backlog = self._lag.observe([(w.sensor, w.end) for w in windows], time.time())
+            said = self.ladder.observe(latency, backlog)
+        self._stats.set_gauge(f"ladder.backlog_s|{self._step_id}", backlog)
         if said is not None:
             self._stats.set_gauge(f"ladder.level|{self._step_id}", self.ladder.level)
             if self._notify is not None:
-                self._notify(f"infer {self._step_id!r}: latency ladder {said}")
+                self._notify(f"infer {self._step_id!r}: ladder {said}")
 
     def _by_fallback(self, windows: list[Window], reason: str) -> list[Any]:
         """Score *windows* with the per-sensor z-score fallback, marked degraded; count them by *reason*."""
@@ -260,7 +270,7 @@ class InferLogic:
         for w, row in zip(ok, feats, strict=True):
             score, anomaly = self._fallback.score(w.sensor, row.astype(np.float64))
             anomalies += anomaly
-            out.append(Scored(w, score, anomaly, FALLBACK, degraded=True))
+            out.append(Scored(w, score, anomaly, FALLBACK, degraded=True, health=self._with_ladder(self._last_health)))
         if ok:
             self._stats.count(f"infer.fallback|{reason}", len(ok))
         if anomalies:
@@ -282,6 +292,13 @@ class InferLogic:
         if line is not None and self._notify is not None:
             self._notify(f"infer {self._step_id!r}: {line}")
         return health.block()
+
+    def _with_ladder(self, health: dict[str, Any] | None) -> dict[str, Any] | None:
+        """*health* with the ladder's rung and cause added while it is below ``full`` (what summaries show)."""
+        block = self.ladder.block() if self.ladder is not None else None
+        if block is None:
+            return health
+        return {**(health or {}), "ladder": block}
 
     def _health_of(self, handler: Any, info: ModelInfo) -> ModelHealth:
         health = self._health.get(info.model_id)
@@ -365,6 +382,8 @@ class InferLogic:
         self._count_invokes(outcome.version.handler, len(ok), time.perf_counter() - started)
         model_id = outcome.version.model_id
         health = self._after_model(outcome.version.handler, outcome.version.info, ok, feats, outcome.scores)
+        self._last_health = health
+        health = self._with_ladder(health)
         for w, score, flag in zip(ok, outcome.scores.tolist(), outcome.flags.tolist(), strict=True):
             out.append(Scored(w, score, flag, model_id, health=health))
         self._stats.count("infer.windows", len(ok))
@@ -398,6 +417,8 @@ class InferLogic:
         threshold = self._threshold(info)
         scores = np.asarray(scores, dtype=np.float64)
         health = self._after_model(handler, info, ok, feats, scores)
+        self._last_health = health
+        health = self._with_ladder(health)
         anomalies = 0
         for w, score in zip(ok, scores.tolist(), strict=True):
             anomaly = score > threshold
