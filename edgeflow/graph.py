@@ -83,11 +83,16 @@ class MapLogic:
     """A stateless step: *fn* per item (``None`` drops it) and/or *batch* over many items at once.
 
     A batch function may take items of several sensors and return items in any number (results and
-    dead letters); outputs are routed by their ``.sensor``.
+    dead letters); outputs are routed by their ``.sensor``. A step that holds items back across batches
+    (e.g. to run a model on larger batches) gives *flush*: the engine calls ``flush(False)`` every
+    *flush_every_s* seconds while the flow runs (return what is overdue) and ``flush(True)`` once its
+    input has ended (return everything held), so nothing held is lost.
     """
 
     fn: Callable[[Any], Any] | None = None
     batch: Callable[[list[Any]], list[Any]] | None = None
+    flush: Callable[[bool], list[Any]] | None = None
+    flush_every_s: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
