@@ -191,7 +191,7 @@ class SensorWindows:
         self._raw_bytes = 0
         self._block: SampleBlock | None = None
         self._batch_t = np.zeros(0)
-        self._batch_bytes = np.zeros(1, dtype=np.int64)
+        self._batch_bytes: np.ndarray | None = None
         self._attributed = 0
         self._sensor: str | None = None
         self._rejected = False
@@ -285,8 +285,9 @@ class SensorWindows:
         t = block.ts
         if seen is None:
             seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
-        late = t <= seen
-        if late.any():
+        step = t - seen  # time since the sensor's newest sample, per sample
+        if step.min() <= 0:
+            late = step <= 0
             for i in np.flatnonzero(late):
                 reason = f"late sample: ts {to_iso(t[i])} is not after the sensor's newest {to_iso(seen[i])}"
                 out.append(DeadLetter(self._step_id, reason, self._describe(block, int(i)), block.sensor))
@@ -295,17 +296,22 @@ class SensorWindows:
             t = block.ts
             if not len(block):
                 return out
+            step = np.diff(t, prepend=self._last_t)
+        # with no late sample, the newest before each sample is the one before it: *step* is the gap
         if self._probe is not None:
             self._check_sampling(t)
         v = block.values.T
         # raw samples and bytes are attributed to the first window ending at or after them,
         # so summaries do not depend on how the input was batched
         self._batch_t = t
-        self._batch_bytes = np.concatenate(([0], np.cumsum(block.nbytes)))
+        self._batch_bytes = None
         self._attributed = 0
         self._block = block
-        breaks = np.flatnonzero(np.diff(np.concatenate(([self._last_t], t))) > self._cfg.max_gap_s)
-        bounds = [*breaks.tolist(), len(t)]
+        emitted = len(out)
+        if step.max() > self._cfg.max_gap_s:
+            bounds = [*np.flatnonzero(step > self._cfg.max_gap_s).tolist(), len(t)]
+        else:
+            bounds = [len(t)]
         start = 0
         for end in bounds:
             if end > start:
@@ -314,8 +320,10 @@ class SensorWindows:
                 self._reset(t[end], v[:, end])
             start = end
         self._n_raw += len(t) - self._attributed
-        self._raw_bytes += int(self._batch_bytes[-1] - self._batch_bytes[self._attributed])
-        self._stats.add(windows=sum(type(item) is Window for item in out))
+        rest = block.nbytes if self._attributed == 0 else block.nbytes[self._attributed :]
+        self._raw_bytes += int(rest.sum())
+        if len(out) > emitted:
+            self._stats.add(windows=sum(type(item) is Window for item in out[emitted:]))
         return out
 
     def _check_sampling(self, t: np.ndarray, *, final: bool = False) -> None:
@@ -405,7 +413,11 @@ class SensorWindows:
 
     def _emit(self, data: np.ndarray, end_ts: np.ndarray, out: list[Any]) -> None:
         """Make the windows of *data* (windows x channels x size) ending at *end_ts*, with their raw counts."""
-        batch_t, batch_bytes = self._batch_t, self._batch_bytes
+        batch_t = self._batch_t
+        if self._batch_bytes is None:
+            assert self._block is not None
+            self._batch_bytes = np.concatenate(([0], np.cumsum(self._block.nbytes)))
+        batch_bytes = self._batch_bytes
         # raw samples and bytes go to the first window ending at or after them
         upto = np.searchsorted(batch_t, end_ts, side="right")
         bounds = np.concatenate(([self._attributed], upto))
