@@ -270,8 +270,8 @@ def _kurtosis(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 _STATS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
     "mean": _mean,
     "std": lambda cache, x: np.sqrt(_central(cache, x)),
-    "min": lambda cache, x: _sorted(cache, x)[:, 0],
-    "max": lambda cache, x: _sorted(cache, x)[:, -1],
+    "min": lambda cache, x: cache["sorted"][:, 0] if "sorted" in cache else x.min(axis=1),
+    "max": lambda cache, x: cache["sorted"][:, -1] if "sorted" in cache else x.max(axis=1),
     "rms": lambda cache, x: np.sqrt((x * x).sum(axis=1) / x.shape[1]),
     "ptp": lambda cache, x: _sorted(cache, x)[:, -1] - _sorted(cache, x)[:, 0],
     "skew": _skew,
