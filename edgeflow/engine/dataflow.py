@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
 
 from edgeflow.connectors import DEAD_LETTERS, Sink, Source, SourcePartition
 from edgeflow.context import RunContext
@@ -34,7 +36,10 @@ from edgeflow.sinks import DeadLetterSink
 if TYPE_CHECKING:
     from edgeflow.compiler import CompiledFlow, Stage
 
-__all__ = ["StepWatch", "build_dataflow", "fused_function"]
+__all__ = ["FLUSH_MARK", "StepWatch", "build_dataflow", "fused_function"]
+
+FLUSH_MARK: Any = type("FlushMark", (), {"__repr__": lambda self: "FLUSH_MARK", "sensor": ""})()
+"""What a chain whose steps hold items emits once per batch, keyed like the batch (see :func:`_flush_path`)."""
 
 
 class StepWatch:
@@ -81,13 +86,15 @@ class StepWatch:
 
 
 def fused_function(
-    chain: Iterable[MapLogic], watches: Sequence[StepWatch | None] | None = None
+    chain: Iterable[MapLogic], watches: Sequence[StepWatch | None] | None = None, *, mark: bool = False
 ) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
     """Chain stateless steps into one batch function over ``(key, item)`` pairs.
 
     A step's ``batch`` function gets all the batch's items at once (vectorized across sensors);
     otherwise its ``fn`` runs per item, ``None`` dropping it. Dead letters leave the chain at once.
-    *watches* (one per step, or ``None``) see each step's batch time and what it kept.
+    *watches* (one per step, or ``None``) see each step's batch time and what it kept. With *mark*, every
+    non-empty batch also emits ``(key of its first item, FLUSH_MARK)``: it wakes the flush path of a chain
+    whose steps hold items (see :func:`_flush_path`).
 
     >>> run = fused_function([MapLogic(fn=lambda x: x + 1), MapLogic(fn=lambda x: x * 10 if x < 3 else None)])
     >>> run([("a", 1), ("b", 2)])
@@ -100,7 +107,7 @@ def fused_function(
     )
 
     def run_batch(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[str, Any]] = [(items[0][0], FLUSH_MARK)] if mark and items else []
         pairs = items
         for fn, batch, watch in steps:
             t0 = time.perf_counter_ns() if watch is not None else 0
@@ -255,6 +262,68 @@ class _WatchedSink(_Forwarding):
         return _WatchedSinkPartition(self._inner.open(worker_index, worker_count), self._watch)
 
 
+class _FlushTicker(StatefulBatchLogic[Any, Any, None]):
+    """Calls a chain's flush hooks: every ``every_s`` while the flow runs, and once its input has ended."""
+
+    def __init__(self, flush: Callable[[bool], list[tuple[str, Any]]], every_s: float) -> None:
+        self._flush = flush
+        self._every = timedelta(seconds=every_s)
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        return [], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        return self._flush(False), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        return self._flush(True), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return datetime.now(timezone.utc) + self._every
+
+    def snapshot(self) -> None:
+        return None
+
+
+def _chain_flush(logics: Sequence[MapLogic], watches: Sequence[StepWatch]) -> Callable[[bool], list[tuple[str, Any]]]:
+    """Return ``flush(final)`` for a chain: each holding step's flushed items go through the steps after it."""
+    rests = [fused_function(logics[i + 1 :], watches[i + 1 :]) for i in range(len(logics))]
+
+    def flush(final: bool) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for logic, rest in zip(logics, rests, strict=True):
+            if logic.flush is None:
+                continue
+            items = logic.flush(final)
+            if not items:
+                continue
+            dead = [(item.sensor, item) for item in items if type(item) is DeadLetter]
+            pairs = [(item.sensor, item) for item in items if type(item) is not DeadLetter]
+            out += dead + (rest(pairs) if pairs else [])
+        return out
+
+    return flush
+
+
+def _is_mark(pair: tuple[str, Any]) -> bool:
+    return pair[1] is FLUSH_MARK
+
+
+def _flush_path(sid: str, main: Any, logics: Sequence[MapLogic], watches: Sequence[StepWatch]) -> Any:
+    """Merge into *main* what the chain's steps flush, timed by one ticker per worker that ran the chain.
+
+    The chain marks each batch with the key of its first item: upstream is keyed, so that key lives on
+    this worker and its ticker flushes this process's steps; the ticker's input follows the chain's
+    output, so its end-of-input flush comes after the chain's last batch.
+    """
+    split = op.branch(f"{sid}_marks", main, _is_mark)
+    every = min(logic.flush_every_s for logic in logics if logic.flush is not None)
+    flush = _chain_flush(logics, watches)
+    ticks = op.stateful_batch(f"{sid}_flush", split.trues, lambda _resume: _FlushTicker(flush, every))
+    flushed = op.map(f"{sid}_flushed", ticks, lambda pair: pair[1])
+    return op.merge(f"{sid}_with_flushed", split.falses, flushed)
+
+
 def _count_dead_letter(stats: FlowStats) -> Callable[[str, tuple[str, Any]], None]:
     def count(_step: str, pair: tuple[str, Any]) -> None:
         letter = pair[1]
@@ -293,7 +362,10 @@ def _lower_stage(
     up = ups[0] if len(ups) == 1 else op.merge(f"{sid}_merge", *ups)
     if stage.kind == "map":
         logics = [compiled.build(step, run) for step in stage.steps]
-        return op.flat_map_batch(sid, up, fused_function(logics, [watch(step.step_id) for step in stage.steps]))
+        watches = [watch(step.step_id) for step in stage.steps]
+        holds = any(logic.flush is not None for logic in logics)
+        main = op.flat_map_batch(sid, up, fused_function(logics, watches, mark=holds))
+        return _flush_path(sid, main, logics, watches) if holds else main
     if stage.kind == "keyed":
         new_state = compiled.build(first, run)
         keyed_watch = watch(first.step_id)

@@ -108,6 +108,9 @@ class InferConfig(BaseModel):
     """Sensor priorities for the latency ladder: ``high`` sensors keep the model longest (default ``normal``)."""
     fallback: bool = True
     """Score with a per-sensor z-score fallback when the model fails, instead of dead-lettering the windows."""
+    lean_hold_s: PositiveFloat | None = None
+    """On the ladder's ``lean`` rung, hold windows across engine batches at most this long (seconds), or until
+    ``max_batch`` are waiting, and run them as one batch; ``None``: a quarter of the latency budget."""
     backlog_s: PositiveFloat | None = None
     """With a latency budget: step down the ladder when verdicts lag this much (seconds) behind event time beyond
     each sensor's usual lag (:class:`~edgeflow.operators.ladder.LagGauge`); ``None``: four times the budget."""
@@ -174,6 +177,11 @@ class InferLogic:
         if budget_ms is not None:
             self.ladder = Ladder(budget_ms / 1e3, backlog_s=cfg.backlog_s, stats=stats, name=step_id)
         self._last_health: dict[str, Any] | None = None
+        self.hold_s = cfg.lean_hold_s or (budget_ms / 4e3 if budget_ms is not None else 0.0)
+        """Longest a window waits on the ``lean`` rung for company (seconds)."""
+        self._held: list[Window] = []
+        self._held_since = 0.0
+        self._hold_lock = threading.Lock()
         self._ladder_lock = threading.Lock()
         self._health: dict[str, ModelHealth] = {}
         self._health_lock = threading.Lock()
@@ -227,9 +235,53 @@ class InferLogic:
     def on_batch(self, windows: list[Window]) -> list[Any]:
         """Score the windows (the model, or the fallback on the ladder's lower rungs); time the batch for the ladder.
 
-        Non-finite feature vectors become dead letters; when the model fails, the fallback scores the windows.
+        On the ``lean`` rung windows are held until ``max_batch`` wait or the oldest waited :attr:`hold_s`
+        (:meth:`flush` lets the engine run them when no batch comes). Non-finite feature vectors become dead
+        letters; when the model fails, the fallback scores the windows.
         """
         self._batches += 1
+        if self.ladder is not None and (self._held or self.ladder.level == 1):
+            windows = self._coalesce(windows)
+            if not windows:
+                return []
+        return self._run(windows)
+
+    def _coalesce(self, windows: list[Window]) -> list[Window]:
+        """Add *windows* to the held ones; return all of them when they are to run now, else ``[]``."""
+        now = time.monotonic()
+        with self._hold_lock:
+            if not self._held:
+                self._held_since = now
+            self._held += windows
+            lean = self.ladder is not None and self.ladder.level == 1
+            full = len(self._held) >= self._cfg.max_batch
+            if lean and not full and now - self._held_since < self.hold_s:
+                return []
+            held, self._held = self._held, []
+        waited = len(held) - len(windows)
+        if waited:
+            self._stats.count("infer.coalesced", waited)
+        self._stats.count(f"infer.coalesce_runs|{'rung' if not lean else 'count' if full else 'time'}")
+        return held
+
+    def flush(self, final: bool) -> list[Any]:
+        """Score the held windows: all of them when *final* (input ended), else only once the oldest is overdue.
+
+        >>> handler = LiteRTModelHandler("models/pump_ae/manifest.json")
+        >>> info = handler.load_model()
+        >>> prepared = PreparedModel(handler, info, info.threshold)
+        >>> InferLogic("model", InferConfig(), prepared, FlowStats(), budget_ms=15.0).flush(True)  # nothing held
+        []
+        """
+        with self._hold_lock:
+            if not self._held or (not final and time.monotonic() - self._held_since < self.hold_s):
+                return []
+            held, self._held = self._held, []
+        self._stats.count("infer.coalesced", len(held))
+        self._stats.count(f"infer.coalesce_runs|{'end' if final else 'time'}")
+        return self._run(held)
+
+    def _run(self, windows: list[Window]) -> list[Any]:
         level = self.ladder.level if self.ladder is not None else 0
         if level >= 2:
             high = self._cfg.priorities
@@ -514,7 +566,9 @@ def infer(
         logic = InferLogic(
             step_id, cfg, ctx.prepared, ctx.run.stats, notify=_terminal_line, features=features, budget_ms=budget
         )
-        return MapLogic(batch=logic.on_batch)
+        if logic.ladder is None:
+            return MapLogic(batch=logic.on_batch)
+        return MapLogic(batch=logic.on_batch, flush=logic.flush, flush_every_s=max(logic.hold_s / 4, 1e-3))
 
     return flow.add_step(
         Step(step_id, "infer", "map", (upstream,), cfg, schema=schema, build=build, can_fail=True, check=check)
