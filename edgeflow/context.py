@@ -30,6 +30,8 @@ class RunContext:
     recovery_dir: Path | None = None
     """Snapshot store folder (see :attr:`edgeflow.graph.Flow.recovery_dir`)."""
     snapshot_every_s: float = 1.0
+    workers: int = 1
+    """Workers of the whole run (threads per process times processes): a source may split its input among them."""
     latency_budget_ms: float | None = None
     """Ingest → verdict budget of the flow (see :attr:`edgeflow.graph.Flow.latency_budget_ms`); ``None``: none."""
     stop: threading.Event = field(default_factory=threading.Event)

@@ -28,8 +28,9 @@ import numpy as np
 
 from edgeflow.isotime import parse_fixed_iso
 from edgeflow.records import DeadLetter, Sample, SampleBlock, TimeFormat, clip
+from edgeflow.sensor_split import owners_of_fields, share_of
 
-__all__ = ["Chunk", "RecordingReader", "factorize", "read_columns", "read_recording", "value_columns_of"]
+__all__ = ["Chunk", "RecordingReader", "factorize", "is_jsonl", "read_columns", "read_recording", "value_columns_of"]
 
 Row = tuple[str, float, tuple[float, ...]]
 
@@ -55,7 +56,12 @@ def _open_binary(path: Path) -> BinaryIO:
     return path.open("rb")
 
 
-def _is_jsonl(path: Path) -> bool:
+def is_jsonl(path: Path) -> bool:
+    """Whether *path* is a JSON Lines recording (by its suffixes), rather than CSV.
+
+    >>> is_jsonl(Path("day.jsonl.gz")), is_jsonl(Path("day.csv"))
+    (True, False)
+    """
     return ".jsonl" in path.suffixes or ".ndjson" in path.suffixes
 
 
@@ -65,7 +71,7 @@ def read_columns(path: Path) -> list[str]:
         first = f.readline(MAX_LINE_BYTES).decode("utf-8")  # only the header: bad bytes later are dead letters
     if not first:
         return []
-    if _is_jsonl(path):
+    if is_jsonl(path):
         record = json.loads(first)
         return list(record) if isinstance(record, dict) else []
     return next(csv.reader([first]))
@@ -181,6 +187,27 @@ class Chunk:
         ]
 
 
+def _layout(raw: bytes, lines: int, columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Bytes, line starts, line ends and comma positions (lines x columns-1) of *lines* unquoted CSV rows.
+
+    ``None`` unless every line has exactly ``columns - 1`` commas (checked vectorized).
+    """
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    if ends.size != lines - 1 and ends.size != lines:
+        return None
+    if ends.size == lines - 1:  # the last line has no newline
+        ends = np.append(ends, buf.size)
+    per_line = columns - 1
+    commas = np.flatnonzero(buf == 44)
+    if commas.size != lines * per_line or (
+        per_line and (np.searchsorted(commas, ends) != np.arange(1, lines + 1) * per_line).any()
+    ):
+        return None
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    return buf, starts, ends, commas.reshape(lines, per_line)
+
+
 class RecordingReader:
     """Reads a recording *batch_size* lines at a time, vectorized (row by row only when some rows are bad).
 
@@ -204,8 +231,12 @@ class RecordingReader:
         batch_size: int = 1024,
         start_line: int = 0,
         grow: bool = False,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self._step_id = step_id
+        self._share = share
+        """``(index, parts)``: read only the rows of the sensors :func:`~edgeflow.sensor_split.share_of` gives
+        to partition *index* of *parts* (the file's own faults, such as an over-long line, go to partition 0)."""
         self._values = values
         self._time_column = time_column
         self._sensor_column = sensor_column
@@ -219,7 +250,7 @@ class RecordingReader:
         self._file = _open_binary(path)
         self._plain = path.suffix != ".gz"
         self._pending: list[bytes] = []
-        self._jsonl = _is_jsonl(path)
+        self._jsonl = is_jsonl(path)
         self._ended = False
         self.line = 0
         """Lines read so far (the header included)."""
@@ -318,12 +349,14 @@ class RecordingReader:
                 parts.append(part)
                 if self._grow:
                     sensors.update(dict.fromkeys(part.names))
-                    self._grow_for(len(sensors), self.line - start)
+                    self._grow_for(len(sensors), sum(map(len, parts)))
             if self.line == before:
                 break
         if parts:
             return Chunk.concat(parts), dead
-        return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
+        if self.line > start or dead:  # lines read, none of them this partition's: not the end yet
+            return Chunk.of([], len(self._values)), dead
+        return None, dead
 
     def _grow_for(self, sensors: int, rows: int) -> None:
         """Grow the batch to :data:`ROWS_PER_SENSOR` rows per sensor seen, when sensors recur.
@@ -331,8 +364,8 @@ class RecordingReader:
         Sensors that each sent one row (a flood of distinct ids) gain nothing from larger batches and would
         only put more sensors in flight at once, so they do not make it grow.
         """
-        if rows >= 2 * sensors:
-            self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * sensors, MAX_BATCH_ROWS))
+        if rows >= 2 * sensors:  # a split file holds the other partitions' rows too
+            self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * sensors * self._share[1], MAX_BATCH_ROWS))
 
     def _read_part(self, lines: int) -> tuple[Chunk | None, list[DeadLetter]]:
         if self._ended:
@@ -342,6 +375,16 @@ class RecordingReader:
             return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
         first_line = self.line + 1
         self.line += len(raw_lines)
+        if self._share[1] > 1:
+            if self._share[0] != 0:
+                dead = []
+            own = self._own_lines(raw_lines) if not dead else None
+            if own is None:  # row by row: not ours become empty lines, which parse as nothing
+                raw_lines = [line if self._owns(line) else b"" for line in raw_lines]
+            else:
+                raw_lines = own
+                if not raw_lines:
+                    return Chunk.of([], len(self._values)), []
         if not self._jsonl and not dead:
             try:
                 text = b"".join(raw_lines).decode("utf-8")
@@ -372,6 +415,31 @@ class RecordingReader:
         """Close the file."""
         self._file.close()
 
+    def _own_lines(self, raw_lines: list[bytes]) -> list[bytes] | None:
+        """Return the lines of this partition, found from the bytes (``None`` if a line is not a plain CSV row)."""
+        raw = b"".join(raw_lines)
+        layout = _layout(raw, len(raw_lines), self._ncols) if b'"' not in raw and b"\r" not in raw else None
+        if layout is None:
+            return None
+        buf, starts, ends, commas = layout
+        i = self._i_sensor
+        first = starts if i == 0 else commas[:, i - 1] + 1
+        last = ends if i == commas.shape[1] else commas[:, i]
+        index, parts = self._share
+        mine = np.flatnonzero(owners_of_fields(buf, first, last, parts) == index).tolist()
+        return [raw_lines[j] for j in mine]
+
+    def _owns(self, raw_line: bytes) -> bool:
+        """Whether this partition reads *raw_line*: its sensor's share, or partition 0 for a row without one."""
+        index, parts = self._share
+        try:
+            row = next(csv.reader([raw_line.decode("utf-8")]), [])
+        except (UnicodeDecodeError, csv.Error):
+            row = []
+        if not raw_line or len(row) <= self._i_sensor:
+            return bool(raw_line) and index == 0
+        return share_of(row[self._i_sensor], parts) == index
+
     def _parse_csv_fast(self, raw_lines: list[bytes], text: str) -> Chunk | None:
         """Parse well-formed rows at once; ``None`` if any row needs the careful, row-by-row path.
 
@@ -382,24 +450,15 @@ class RecordingReader:
         n = len(raw_lines)
         if '"' in text or "\r" in text:
             return self._parse_csv_quoted(text, np.fromiter(map(len, raw_lines), dtype=np.int64, count=n))
-        raw = b"".join(raw_lines)
-        buf = np.frombuffer(raw, dtype=np.uint8)
-        ends = np.flatnonzero(buf == 10)
-        if ends.size != n - 1 and ends.size != n:
+        layout = _layout(b"".join(raw_lines), n, self._ncols)
+        if layout is None:
             return None
-        if ends.size == n - 1:  # the last line has no newline
-            ends = np.append(ends, buf.size)
+        buf, starts, ends, commas = layout
         k = self._ncols
-        commas = np.flatnonzero(buf == 44)
-        if commas.size != n * (k - 1) or (
-            k > 1 and (np.searchsorted(commas, ends) != np.arange(1, n + 1) * (k - 1)).any()
-        ):
-            return None
-        starts = np.concatenate(([0], ends[:-1] + 1))
         nbytes = np.minimum(ends + 1, buf.size) - starts
         body = text[:-1] if text.endswith("\n") else text
         fields = body.replace("\n", ",").split(",")
-        ts = self._timestamps_of(buf, starts, ends, commas.reshape(n, k - 1))
+        ts = self._timestamps_of(buf, starts, ends, commas)
         return self._columns(
             fields[self._i_ts :: k] if ts is None else ts,
             None if self._sensor is not None else fields[self._i_sensor :: k],

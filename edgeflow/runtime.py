@@ -131,6 +131,7 @@ def run(
         recovery_dir=None if recovery is None else Path(recovery),
         snapshot_every_s=compiled.flow.snapshot_every_s,
         latency_budget_ms=compiled.flow.latency_budget_ms,
+        workers=workers * (len(addresses) if addresses else 1),
     )
     stats = ctx.stats
     stats.expected_bytes_in = _replay_bytes(compiled)

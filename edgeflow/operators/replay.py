@@ -24,7 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Flow, Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
-from edgeflow.recordings import DEFAULT_BATCH_ROWS, Chunk, RecordingReader, read_columns, value_columns_of
+from edgeflow.recordings import (
+    DEFAULT_BATCH_ROWS,
+    Chunk,
+    RecordingReader,
+    is_jsonl,
+    read_columns,
+    value_columns_of,
+)
 from edgeflow.records import TimeFormat, TimeUnit
 
 __all__ = ["ReplayConfig", "ReplaySource", "replay"]
@@ -71,8 +78,16 @@ class ReplayConfig(BaseModel):
         """How this recording's timestamps are parsed."""
         return TimeFormat(tz=self.tz, unit=self.time_unit)
 
-    def reader(self, step_id: str, values: tuple[str, ...], *, batch_size: int, start_line: int = 0) -> RecordingReader:
-        """Open a reader of this recording with these column settings."""
+    def reader(
+        self,
+        step_id: str,
+        values: tuple[str, ...],
+        *,
+        batch_size: int,
+        start_line: int = 0,
+        share: tuple[int, int] = (0, 1),
+    ) -> RecordingReader:
+        """Open a reader of this recording with these column settings (of the rows of *share*, see below)."""
         return RecordingReader(
             self.path,
             values,
@@ -84,6 +99,7 @@ class ReplayConfig(BaseModel):
             batch_size=batch_size,
             start_line=start_line,
             grow=self.batch_size is None,
+            share=share,
         )
 
 
@@ -101,11 +117,12 @@ class _ReplayPartition:
         values: tuple[str, ...],
         stats: FlowStats,
         resume: tuple[int, int, int] | None,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self._cfg = cfg
         self._stats = stats
         start_line, handed, batch = resume if resume is not None else (0, 0, cfg.batch_size or DEFAULT_BATCH_ROWS)
-        self._reader = cfg.reader(step_id, values, batch_size=batch, start_line=start_line)
+        self._reader = cfg.reader(step_id, values, batch_size=batch, start_line=start_line, share=share)
         self._chunk: Chunk | None = None
         self._chunk_start = self._reader.line  # lines read before the chunk now being handed out
         self._chunk_batch = batch  # the batch size that chunk was read with
@@ -113,7 +130,7 @@ class _ReplayPartition:
         self._t0_event: float | None = None
         self._t0_wall = 0.0
         self._next_awake: datetime | None = None
-        if cfg.path.suffix != ".gz" and resume is None:  # progress of the live view: rows' bytes against the file's
+        if cfg.path.suffix != ".gz" and resume is None and share[0] == 0:  # progress: rows' bytes against the file's
             stats.count("replay.bytes_total", cfg.path.stat().st_size)
         if resume is not None and handed:
             chunk, _dead = self._reader.read()  # its dead letters went out before the snapshot
@@ -166,19 +183,31 @@ class _ReplayPartition:
 
 
 class ReplaySource:
-    """Reads one recording as one partition (a :class:`~edgeflow.connectors.Source`)."""
+    """Reads one recording (a :class:`~edgeflow.connectors.Source`), split by sensor among *workers*.
 
-    def __init__(self, step_id: str, cfg: ReplayConfig, values: tuple[str, ...], stats: FlowStats) -> None:
+    With several workers every worker reads the file but parses only the rows of its share of the sensors
+    (:mod:`edgeflow.sensor_split`), so ingest runs everywhere; a sensor's rows stay in file order. One-sensor
+    and JSON Lines files are one partition. Partition names carry the split (``path#1/2``): a run resumed
+    from a snapshot must use the same number of workers.
+    """
+
+    def __init__(
+        self, step_id: str, cfg: ReplayConfig, values: tuple[str, ...], stats: FlowStats, workers: int = 1
+    ) -> None:
         self.step_id = step_id
         self.cfg = cfg
         self.values = values
         self.stats = stats
+        self.parts = workers if cfg.sensor is None and not is_jsonl(cfg.path) else 1
 
     def partitions(self) -> list[str]:
-        return [str(self.cfg.path)]
+        if self.parts == 1:
+            return [str(self.cfg.path)]
+        return [f"{self.cfg.path}#{i}/{self.parts}" for i in range(self.parts)]
 
     def open(self, partition: str, resume: tuple[int, int, int] | None) -> _ReplayPartition:
-        return _ReplayPartition(self.step_id, self.cfg, self.values, self.stats, resume)
+        index = int(partition.rpartition("#")[2].partition("/")[0]) if self.parts > 1 else 0
+        return _ReplayPartition(self.step_id, self.cfg, self.values, self.stats, resume, (index, self.parts))
 
 
 def _value_names(step_id: str, cfg: ReplayConfig) -> tuple[str, ...]:
@@ -249,7 +278,7 @@ def replay(
         return Schema("samples", channels=_value_names(step_id, cfg))
 
     def build(ctx: StepContext) -> ReplaySource:
-        return ReplaySource(step_id, cfg, ctx.schema.channels, ctx.run.stats)
+        return ReplaySource(step_id, cfg, ctx.schema.channels, ctx.run.stats, ctx.run.workers)
 
     return flow.add_step(
         Step(

@@ -1,0 +1,62 @@
+"""A recording split by sensor among workers: every row read once, by one partition, in file order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeflow.recordings import RecordingReader
+from edgeflow.sensor_split import owners_of_fields, share_of
+
+
+def _read(path: Path, share: tuple[int, int], batch_size: int = 64) -> tuple[list[tuple[str, float]], list[str]]:
+    reader = RecordingReader(path, ("v",), step_id="replay", batch_size=batch_size, share=share)
+    rows: list[tuple[str, float]] = []
+    dead: list[str] = []
+    while True:
+        chunk, letters = reader.read()
+        dead += [d.reason for d in letters]
+        if chunk is None:
+            break
+        rows += list(zip(chunk.sensors, chunk.ts.tolist(), strict=True))
+    reader.close()
+    return rows, dead
+
+
+def _recording(tmp_path: Path, *, bad: bool) -> Path:
+    lines = ["ts,sensor,v"]
+    for i in range(600):
+        lines.append(f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z,s{i % 7},{i}")
+        if bad and i % 97 == 0:
+            lines += ["not,a,row,at all", f"2026-13-01T00:00:00Z,s{i % 7},1", 'x"y,"s1"', "\xff,s2,1"]
+    path = tmp_path / "r.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode() + (b"\xff\xfe,s3,1\n" if bad else b""))  # not UTF-8
+    return path
+
+
+@pytest.mark.parametrize("bad", [False, True])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_partitions_read_every_row_once_each_sensor_in_order(tmp_path: Path, parts: int, bad: bool) -> None:
+    path = _recording(tmp_path, bad=bad)
+    whole, whole_dead = _read(path, (0, 1))
+    shares = [_read(path, (i, parts)) for i in range(parts)]
+    assert sorted(r for rows, _ in shares for r in rows) == sorted(whole)
+    assert sorted(d for _, dead in shares for d in dead) == sorted(whole_dead)  # each dead letter once
+    for index, (rows, _) in enumerate(shares):
+        assert {share_of(sensor, parts) for sensor, _ in rows} <= {index}
+        for sensor in {s for s, _ in rows}:  # a sensor's rows in the order of the file
+            assert [t for s, t in rows if s == sensor] == [t for s, t in whole if s == sensor]
+    assert bad == bool(whole_dead)
+
+
+def test_the_vectorized_hash_is_the_scalar_one() -> None:
+    names = ["pump-1", "é-sensor", "x", "a-much-longer-sensor-name/with/slashes", "s10000"]
+    raw = "".join(names).encode()
+    ends = np.cumsum([len(n.encode()) for n in names])
+    starts = np.concatenate(([0], ends[:-1]))
+    for parts in (2, 3, 16):
+        assert owners_of_fields(np.frombuffer(raw, np.uint8), starts, ends, parts).tolist() == [
+            share_of(n, parts) for n in names
+        ]
