@@ -65,6 +65,8 @@ WIDTHS = (128, 16)
 PRUNE_SCHEDULE = ((64, 12), (40, 10))
 EPOCHS, FINE_TUNE_EPOCHS = 60, 20
 MAX_SIZE_RATIO, MAX_F1_DROP = 0.25, 0.01
+PSI_BINS = 10
+"""Quantile bins per feature of the training distribution stored for the population stability index."""
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,10 @@ def build(
     }  # fmt: skip
     manifest["features"] = list(_feature_names())
     manifest["normalization"] = {"names": manifest["features"], "mean": mean.tolist(), "std": std.tolist()}
+    from edgeflow.model.psi import quantile_bins
+
+    edges, proportions = quantile_bins(healthy, bins=PSI_BINS)
+    manifest["distribution"] = {"names": manifest["features"], "edges": edges, "proportions": proportions}
     path = target / "manifest.json"
     _write(path, manifest)
     for key in variants:

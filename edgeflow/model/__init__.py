@@ -2,7 +2,9 @@
 
 One concept per module:
 
-* :mod:`~edgeflow.model.manifest`: ``manifest.json`` (files, checksums, features, normalisation, threshold);
+* :mod:`~edgeflow.model.manifest`: ``manifest.json`` (files, checksums, features, normalisation, training
+  distribution, threshold);
+* :mod:`~edgeflow.model.psi`: the population stability index of inputs against the training distribution;
 * :mod:`~edgeflow.model.tensors`: :class:`TensorSpec`, a tensor's shape and int8 quantization;
 * :mod:`~edgeflow.model.handler`: the :class:`ModelHandler` protocol ``eo.infer`` runs, and :class:`ModelInfo`;
 * :mod:`~edgeflow.model.litert`: :class:`LiteRTModelHandler`, the built-in handler for ``.tflite`` files;
@@ -22,10 +24,19 @@ from __future__ import annotations
 from edgeflow.model.errors import ModelLoadError
 from edgeflow.model.handler import ModelHandler, ModelInfo, missing_members
 from edgeflow.model.litert import LiteRTModelHandler
-from edgeflow.model.manifest import Manifest, Normalization, OutputSpec, Variant, load_manifest, sha256_of
+from edgeflow.model.manifest import (
+    Distribution,
+    Manifest,
+    Normalization,
+    OutputSpec,
+    Variant,
+    load_manifest,
+    sha256_of,
+)
 from edgeflow.model.tensors import TensorSpec
 
 __all__ = [
+    "Distribution",
     "LiteRTModelHandler",
     "Manifest",
     "ModelHandler",

@@ -17,7 +17,7 @@ import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeflow.model.errors import ModelLoadError
 from edgeflow.model.versions import parse_version
@@ -98,6 +98,42 @@ class Normalization(BaseModel):
     std: tuple[float, ...]
 
 
+class Distribution(BaseModel):
+    """Per-feature quantile bins of the training inputs: inner ``edges`` and each bin's share (``proportions``).
+
+    What the population stability index compares recent inputs with (:mod:`edgeflow.model.psi`).
+
+    >>> Distribution(names=("a",), edges=((0.0, 1.0),), proportions=((0.5, 0.5),))
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for Distribution
+    ...feature 'a' has 2 edges and 2 proportions: expected one more proportion than edges...
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    names: tuple[str, ...]
+    edges: tuple[tuple[float, ...], ...]
+    proportions: tuple[tuple[float, ...], ...]
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Distribution:
+        if not len(self.names) == len(self.edges) == len(self.proportions):
+            msg = (
+                f"distribution has {len(self.names)} names, {len(self.edges)} edge lists and {len(self.proportions)} "
+                "proportion lists: expected one of each per feature (rebuild the model with `edgeflow model build`)"
+            )
+            raise ValueError(msg)
+        for name, edges, props in zip(self.names, self.edges, self.proportions, strict=True):
+            if len(props) != len(edges) + 1:
+                msg = (
+                    f"feature {name!r} has {len(edges)} edges and {len(props)} proportions: expected one more "
+                    "proportion than edges (rebuild the model with `edgeflow model build`)"
+                )
+                raise ValueError(msg)
+        return self
+
+
 class OutputSpec(BaseModel):
     """What the model's output means and how it becomes an anomaly score.
 
@@ -150,6 +186,8 @@ class Manifest(BaseModel):
     preprocess: Literal["none", "standardize", "standardize+symlog"] = "standardize"
     """``standardize``: ``z = (x - mean) / std``; ``+symlog`` then applies ``sign(z) * log1p(|z|)``."""
     normalization: Normalization | None = None
+    distribution: Distribution | None = None
+    """Quantile bins of the training inputs, for the population stability index; ``None`` in older manifests."""
     output: OutputSpec = OutputSpec()
     threshold: float | None = None
     """Anomaly threshold on the score for variants without their own."""

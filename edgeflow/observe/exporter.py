@@ -200,8 +200,18 @@ class FlowCollector(Collector):
             _, model, feature = name.split("|", 2)
             drift.add_metric([*ids, model, feature], gauges.pop(name))
         yield drift
+        psi = GaugeMetricFamily(
+            "edgeflow_model_input_psi",
+            "Population stability index of a model input feature's recent values against its training bins.",
+            labels=[*base, "model", "feature"],
+        )
+        for name in sorted(k for k in gauges if k.startswith("model.psi|")):
+            _, model, feature = name.split("|", 2)
+            psi.add_metric([*ids, model, feature], gauges.pop(name))
+        yield psi
         health = {"model.inputs": "edgeflow_model_input_values", "model.saturated": "edgeflow_model_saturated_values"}
         health["model.drift_alarms"] = "edgeflow_model_drift_alarms"
+        health["model.psi_alarms"] = "edgeflow_model_psi_alarms"
         for key, metric in health.items():
             family = CounterMetricFamily(
                 metric, f"Per model version: {key} (see edgeflow.operators.health).", labels=[*base, "model"]

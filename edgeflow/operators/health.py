@@ -3,9 +3,12 @@
 *Drift* is, per feature, how far the median of the last ``capacity`` feature vectors lies from the training
 mean, in training standard deviations (the manifest's ``normalization``); the median keeps a faulty sensor's
 windows (anomalies, not drift) from moving it. *Saturation* is the share of input values the quantizer clipped
-at the integer bounds (:attr:`edgeflow.model.tensors.TensorSpec.clips`). Scores go to a histogram. Everything is
-kept in the run's :class:`~edgeflow.metrics.FlowStats`, labelled by the model id (``name@version/variant``):
-counters ``model.inputs|ID``, ``model.saturated|ID``, ``model.drift_alarms|ID``; gauges ``model.drift|ID|FEATURE``;
+at the integer bounds (:attr:`edgeflow.model.tensors.TensorSpec.clips`). *PSI* is, per feature, the population
+stability index of the same recent inputs against the training quantile bins the manifest stores
+(:mod:`edgeflow.model.psi`; absent for manifests without them); it sees a change of shape or spread the
+median misses. Scores go to a histogram. Everything is kept in the run's :class:`~edgeflow.metrics.FlowStats`,
+labelled by the model id (``name@version/variant``): counters ``model.inputs|ID``, ``model.saturated|ID``,
+``model.drift_alarms|ID``, ``model.psi_alarms|ID``; gauges ``model.drift|ID|FEATURE``, ``model.psi|ID|FEATURE``;
 histogram ``model.score|ID`` (score units, not seconds).
 
 >>> from edgeflow.metrics import FlowStats
@@ -19,11 +22,13 @@ histogram ``model.score|ID`` (score units, not seconds).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from edgeflow.metrics import FlowStats, Histogram
+from edgeflow.model.psi import psi
 from edgeflow.model.tensors import TensorSpec
 
 __all__ = ["SCORE_BOUNDS", "ModelHealth"]
@@ -48,6 +53,8 @@ class ModelHealth:
         *,
         drift_alarm: float | None = 3.0,
         capacity: int = 256,
+        bins: tuple[Sequence[Sequence[float]], Sequence[Sequence[float]]] | None = None,
+        psi_alarm: float | None = 0.25,
     ) -> None:
         self.model_id = model_id
         self._names = names
@@ -57,6 +64,11 @@ class ModelHealth:
         self._base = self._spec.clips.totals() if self._spec is not None else (0, 0)
         self._stats = stats
         self._alarm_at = drift_alarm
+        self._bins = bins
+        self._psi_at = psi_alarm
+        self.psi: np.ndarray | None = None
+        """Latest population stability index of each feature (``None`` until enough windows, or without bins)."""
+        self.psi_alarm = False
         self._buf = np.zeros((capacity, len(names)), dtype=np.float64)
         self._n = 0
         self._lock = threading.Lock()
@@ -75,7 +87,7 @@ class ModelHealth:
             self._scores.observe_ns(round(s * 1e9) if s < 1e9 else 10**18)
         with self._lock:
             self._saturation()
-            if self._mean is None or self._std is None:
+            if (self._mean is None or self._std is None) and self._bins is None:
                 return None
             cap = self._buf.shape[0]
             rows = feats[-cap:]
@@ -85,11 +97,34 @@ class ModelHealth:
             if self._n < min(_MIN_ROWS, cap):
                 return None
             recent = self._buf[: min(self._n, cap)]
+            said = self._check_psi(recent)
+            if self._mean is None or self._std is None:
+                return said
             drift = np.abs(np.median(recent, axis=0) - self._mean) / self._std
             self.drift = drift
             for name, value in zip(self._names, drift.tolist(), strict=True):
                 self._stats.set_gauge(f"model.drift|{self.model_id}|{name}", value)
-            return self._check_alarm(drift)
+            drift_said = self._check_alarm(drift)
+            return drift_said if said is None else said if drift_said is None else f"{drift_said}; {said}"
+
+    def _check_psi(self, recent: np.ndarray) -> str | None:
+        if self._bins is None:
+            return None
+        values = psi(recent, *self._bins)
+        self.psi = values
+        for name, value in zip(self._names, values.tolist(), strict=True):
+            self._stats.set_gauge(f"model.psi|{self.model_id}|{name}", value)
+        if self._psi_at is None:
+            return None
+        top = float(values.max())
+        if top > self._psi_at and not self.psi_alarm:
+            self.psi_alarm = True
+            self._stats.count(f"model.psi_alarms|{self.model_id}")
+            name = self._names[int(values.argmax())]
+            return f"model {self.model_id}: input PSI {top:.2f} on feature {name} (alarm at {self._psi_at:g})"
+        if top < 0.8 * self._psi_at:  # hysteresis, as for drift
+            self.psi_alarm = False
+        return None
 
     def _saturation(self) -> None:
         if self._spec is None:
@@ -129,4 +164,9 @@ class ModelHealth:
             out["drift"] = {"feature": self._names[i], "shift_sd": round(float(drift[i]), 3)}
         out["saturation_rate"] = round(self.saturation, 6)
         out["drift_alarm"] = self.alarm
+        values = self.psi
+        if values is not None:
+            i = int(values.argmax())
+            out["psi"] = {"feature": self._names[i], "value": round(float(values[i]), 4)}
+            out["psi_alarm"] = self.psi_alarm
         return out

@@ -104,6 +104,9 @@ class InferConfig(BaseModel):
     """Gates a new version passes before and after promotion; ``None`` switches at once (not recommended)."""
     drift_alarm: PositiveFloat | None = 3.0
     """Raise a drift alarm when a feature's recent median moves this many training std devs; ``None``: never."""
+    psi_alarm: PositiveFloat | None = None
+    """Raise a PSI alarm when a feature's population stability index against the manifest's training bins
+    passes this (0.25: a significant shift); ``None``: never. Manifests without training bins have no PSI."""
     priorities: dict[str, Literal["high", "normal"]] = Field(default_factory=dict)
     """Sensor priorities for the latency ladder: ``high`` sensors keep the model longest (default ``normal``)."""
     fallback: bool = True
@@ -359,6 +362,7 @@ class InferLogic:
                 health = self._health.get(info.model_id)
                 if health is None:
                     norm = info.manifest.normalization if info.manifest is not None else None
+                    dist = info.manifest.distribution if info.manifest is not None else None
                     health = ModelHealth(
                         info.model_id,
                         self._names,
@@ -367,6 +371,8 @@ class InferLogic:
                         info.inputs[0],
                         self._stats,
                         drift_alarm=self._cfg.drift_alarm,
+                        bins=None if dist is None else (dist.edges, dist.proportions),
+                        psi_alarm=self._cfg.psi_alarm,
                     )
                     self._health[info.model_id] = health
         return health
@@ -497,8 +503,11 @@ def infer(
     store: str | os.PathLike[str] | None = None,
     shadow: Gates | Mapping[str, Any] | None = _DEFAULT,
     drift_alarm: float | None = 3.0,
+    psi_alarm: float | None = None,
     priorities: Mapping[str, str] | None = None,
     fallback: bool = True,
+    backlog_s: float | None = None,
+    lean_hold_s: float | None = None,
 ) -> Stream:
     """Score each window's features with *model* (a manifest, a ``.tflite`` file or a handler); emit scored windows.
 
@@ -541,8 +550,11 @@ def infer(
         "allow_downgrade": allow_downgrade,
         "store": store,
         "drift_alarm": drift_alarm,
+        "psi_alarm": psi_alarm,
         "priorities": dict(priorities or {}),
         "fallback": fallback,
+        "backlog_s": backlog_s,
+        "lean_hold_s": lean_hold_s,
     }
     if shadow is not _DEFAULT:
         settings["shadow"] = shadow
