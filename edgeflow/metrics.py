@@ -319,6 +319,22 @@ LOSS_WORDS = ("dropped", "lost", "overflow", "rejected", "shed", "discarded")
 """A counter whose name holds one of these counts data that did not make it."""
 
 
+SUMMED_GAUGES = ("outbox.depth", "queue.depth")
+"""Gauges that add up over processes (amounts); the others are levels or times (see :func:`_merge_gauge`)."""
+
+
+def _merge_gauge(name: str, mine: float | None, theirs: float) -> float:
+    """Two processes' values of gauge *name*: amounts add up, enqueue times keep the oldest, levels the highest."""
+    if mine is None:
+        return theirs
+    kind = name.split("|", 1)[0]
+    if kind in SUMMED_GAUGES:
+        return mine + theirs
+    if kind == "outbox.oldest_enqueued":  # epoch seconds, 0 for an empty outbox
+        return min((t for t in (mine, theirs) if t > 0), default=0.0)
+    return max(mine, theirs)
+
+
 def is_loss(counter: str) -> bool:
     """Whether a counter counts data that did not make it (reports list every such counter that is non-zero).
 
@@ -677,7 +693,7 @@ class FlowStats:
                     out.histograms[name] = Histogram(h.bounds_s)
                 out.histograms[name].merge(h)
             for name, value in p.gauges.items():
-                out.gauges[name] = out.gauges.get(name, 0.0) + value
+                out.gauges[name] = _merge_gauge(name, out.gauges.get(name), value)
             for name, ready in p.readiness.items():
                 out.readiness[name] = out.readiness.get(name, True) and ready
             for name, link in p.links.items():
