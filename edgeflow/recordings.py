@@ -44,8 +44,9 @@ ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 262_144
 with thousands of sensors, each sensor's share of a batch stays large enough to be worth a vectorized step."""
 PARSE_ROWS = 16_384
 """Lines parsed at once: bounds the transient text and strings of a large batch."""
-_READ_HINT = 1 << 16
+_READ_BYTES = 1 << 20
 """Bytes an uncompressed recording is read in at a time."""
+_NO_LINES = np.zeros(0, dtype=np.int64)
 _MAX_TIME_WIDTH = 40
 """Wider time fields are not fixed-width ISO text: parsed as strings."""
 
@@ -187,6 +188,17 @@ class Chunk:
         ]
 
 
+def _lines_of(raw: bytes) -> list[bytes]:
+    r"""Split *raw* into lines that keep their newline (only ``\n`` ends a line, as in a file).
+
+    >>> _lines_of(b"a\nb\r\nc")
+    [b'a\n', b'b\r\n', b'c']
+    """
+    parts = raw.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    return [*lines, parts[-1]] if parts[-1] else lines
+
+
 def _layout(raw: bytes, lines: int, columns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Bytes, line starts, line ends and comma positions (lines x columns-1) of *lines* unquoted CSV rows.
 
@@ -249,7 +261,11 @@ class RecordingReader:
         self._path = path
         self._file = _open_binary(path)
         self._plain = path.suffix != ".gz"
-        self._pending: list[bytes] = []
+        self._buffer = b""
+        """Bytes of an uncompressed file read; those from offset ``_at`` on are not handed on yet."""
+        self._at = 0
+        self._ends: np.ndarray = _NO_LINES
+        """Offsets of the newlines in ``_buffer`` from ``_at`` on."""
         self._jsonl = is_jsonl(path)
         self._ended = False
         self.line = 0
@@ -262,13 +278,13 @@ class RecordingReader:
             self._i_sensor = -1 if sensor is not None else names.index(sensor_column)
             self._i_vals = [names.index(v) for v in values]
         while self.line < start_line and not self._ended:  # resuming: these lines were handed on before
-            skipped, _dead = self._read_lines(start_line - self.line)
-            self.line += len(skipped)
+            if self._plain:
+                self.line += self._read_plain_block(start_line - self.line)[1]
+            else:
+                self.line += len(self._read_lines(start_line - self.line)[0])
 
     def _read_lines(self, n: int) -> tuple[list[bytes], list[DeadLetter]]:
-        """Read up to *n* lines; over-long lines and a damaged end of file become dead letters."""
-        if self._plain:
-            return self._read_plain_lines(n)
+        """Read up to *n* lines of a gzip file; over-long lines and a damaged end of file become dead letters."""
         lines: list[bytes] = []
         dead: list[DeadLetter] = []
         readline = self._file.readline
@@ -290,36 +306,56 @@ class RecordingReader:
             dead.append(DeadLetter(self._step_id, reason, str(self._path)))
         return lines, dead
 
-    def _read_plain_lines(self, n: int) -> tuple[list[bytes], list[DeadLetter]]:
-        """Read *n* lines of an uncompressed file in large blocks (``readlines``), keeping the rest for later."""
-        pending = self._pending
+    def _read_plain_block(self, n: int) -> tuple[bytes, int, list[DeadLetter]]:
+        """Read up to *n* lines of an uncompressed file as one block of bytes: ``(bytes, lines, dead letters)``.
+
+        The file is read in large pieces and cut at newlines found by numpy (once per piece); no object
+        per line is made. A line over :data:`MAX_LINE_BYTES` ends the block before it; on the next call it
+        is skipped (never held whole) as one line and one dead letter.
+        """
+        data, at, ends = self._buffer, self._at, self._ends
         try:
-            while len(pending) < n and not self._ended:
-                more = self._file.readlines(_READ_HINT)
+            while (
+                ends.size < n
+                and not self._ended
+                and len(data) - (int(ends[-1]) + 1 if ends.size else at) <= MAX_LINE_BYTES
+            ):
+                more = self._file.read(_READ_BYTES)
                 if not more:
                     self._ended = True
-                pending.extend(more)
+                    break
+                data, ends, at = data[at:] + more, ends - at, 0
+                ends = np.concatenate(
+                    (ends, np.flatnonzero(np.frombuffer(more, np.uint8) == 10) + (len(data) - len(more)))
+                )
         except OSError as exc:
-            self._ended = True
-            reason = (
-                f"line {self.line + len(pending) + 1}: the file cannot be read ({type(exc).__name__}: {exc}); "
-                "input stops here"
-            )
-            return pending[:], [DeadLetter(self._step_id, reason, str(self._path))]
-        lines, self._pending = pending[:n], pending[n:]
-        if self._pending:
+            self._ended, self._buffer, self._at, self._ends = True, b"", 0, _NO_LINES
+            reason = f"line {self.line + 1}: the file cannot be read ({type(exc).__name__}: {exc}); input stops here"
+            return b"", 0, [DeadLetter(self._step_id, reason, str(self._path))]
+        taken = ends[:n]
+        lengths = np.diff(taken, prepend=at - 1)
+        count = lengths.size
+        tail = len(data) - (int(ends[-1]) + 1 if ends.size else at)  # bytes after the last newline
+        if count < n and self._ended and tail:
+            lengths = np.append(lengths, tail)  # the last line has no newline
+            count += 1
+        long = np.flatnonzero(lengths > MAX_LINE_BYTES)
+        if (long.size and long[0] == 0) or (count == 0 and tail):  # an over-long line first: skip it alone
+            size = int(lengths[0]) if count else tail
+            head = data[at : at + size]
+            self._keep(data, at + size, ends[1:] if count else ends)
+            return b"", 1, [self._too_long(head, self.line + 1)]
+        if long.size:
+            count = int(long[0])
+        size = int(lengths[:count].sum())
+        self._keep(data, at + size, ends[count:])
+        return data[at : at + size], count, []
+
+    def _keep(self, data: bytes, at: int, ends: np.ndarray) -> None:
+        """Keep *data* from offset *at* (newlines at *ends*) for the next read."""
+        self._buffer, self._at, self._ends = data, at, ends
+        if at < len(data):
             self._ended = False
-        dead: list[DeadLetter] = []
-        if lines and max(map(len, lines)) > MAX_LINE_BYTES:
-            for i, line in enumerate(lines):
-                if len(line) > MAX_LINE_BYTES:
-                    reason = (
-                        f"line {self.line + i + 1}: {len(line):,} bytes long; rows over {MAX_LINE_BYTES:,} bytes "
-                        "are not sensor rows"
-                    )
-                    dead.append(DeadLetter(self._step_id, reason, clip(line.decode("utf-8", errors="replace"))))
-                    lines[i] = b""  # keeps line numbers; parsed as nothing
-        return lines, dead
 
     def _too_long(self, head: bytes, line: int) -> DeadLetter:
         size = len(head)
@@ -368,42 +404,49 @@ class RecordingReader:
             self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * sensors * self._share[1], MAX_BATCH_ROWS))
 
     def _read_part(self, lines: int) -> tuple[Chunk | None, list[DeadLetter]]:
-        if self._ended:
+        if self._ended and self._at >= len(self._buffer):
             return None, []
-        raw_lines, dead = self._read_lines(lines)
-        if not raw_lines:
+        raw_lines: list[bytes] | None = None
+        if self._plain:
+            raw, count, dead = self._read_plain_block(lines)
+            if dead and not raw:
+                raw_lines = [b""] * count  # an over-long line (or none): parsed as nothing
+        else:
+            raw_lines, dead = self._read_lines(lines)
+            count, raw = len(raw_lines), b"" if dead else b"".join(raw_lines)
+        if not count:
             return (None, dead) if not dead else (Chunk.of([], len(self._values)), dead)
         first_line = self.line + 1
-        self.line += len(raw_lines)
+        self.line += count
         if self._share[1] > 1:
             if self._share[0] != 0:
                 dead = []
-            own = self._own_lines(raw_lines) if not dead else None
+            own = self._own_rows(raw, count) if raw_lines is None else None
             if own is None:  # row by row: not ours become empty lines, which parse as nothing
-                raw_lines = [line if self._owns(line) else b"" for line in raw_lines]
+                raw_lines = [line if self._owns(line) else b"" for line in raw_lines or _lines_of(raw)]
             else:
-                raw_lines = own
-                if not raw_lines:
+                raw, count = own
+                if not count:
                     return Chunk.of([], len(self._values)), []
-        if not self._jsonl and not dead:
+        if raw_lines is None and not self._jsonl:
             try:
-                text = b"".join(raw_lines).decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 text = ""
-            chunk = self._parse_csv_fast(raw_lines, text) if text else None
+            chunk = self._parse_csv_fast(raw, count, text) if text else None
             if chunk is not None:
                 return chunk, []
         samples: list[Sample] = []
-        for n, raw_line in enumerate(raw_lines, start=first_line):
+        for n, raw_line in enumerate(raw_lines if raw_lines is not None else _lines_of(raw), start=first_line):
             if not raw_line:
                 continue  # an over-long line, already a dead letter
             try:
-                raw = raw_line.decode("utf-8")
+                line_text = raw_line.decode("utf-8")
             except UnicodeDecodeError as exc:
                 reason = f"not UTF-8 text: byte 0x{raw_line[exc.start]:02x} at column {exc.start + 1}"
                 dead.append(self._dead(n, reason, raw_line.decode("utf-8", errors="replace")))
                 continue
-            item = self._from_json(raw, n) if self._jsonl else self._from_csv(raw, n)
+            item = self._from_json(line_text, n) if self._jsonl else self._from_csv(line_text, n)
             if type(item) is Sample:
                 samples.append(item)
             else:
@@ -415,19 +458,18 @@ class RecordingReader:
         """Close the file."""
         self._file.close()
 
-    def _own_lines(self, raw_lines: list[bytes]) -> list[bytes] | None:
-        """Return the lines of this partition, found from the bytes (``None`` if a line is not a plain CSV row)."""
-        raw = b"".join(raw_lines)
-        layout = _layout(raw, len(raw_lines), self._ncols) if b'"' not in raw and b"\r" not in raw else None
+    def _own_rows(self, raw: bytes, count: int) -> tuple[bytes, int] | None:
+        """Return this partition's rows of *raw* and their number (``None`` if a line is not a plain CSV row)."""
+        layout = _layout(raw, count, self._ncols) if b'"' not in raw and b"\r" not in raw else None
         if layout is None:
             return None
         buf, starts, ends, commas = layout
         i = self._i_sensor
         first = starts if i == 0 else commas[:, i - 1] + 1
         last = ends if i == commas.shape[1] else commas[:, i]
-        index, parts = self._share
-        mine = np.flatnonzero(owners_of_fields(buf, first, last, parts) == index).tolist()
-        return [raw_lines[j] for j in mine]
+        mine = owners_of_fields(buf, first, last, self._share[1]) == self._share[0]
+        lengths = np.minimum(ends + 1, buf.size) - starts
+        return buf[np.repeat(mine, lengths)].tobytes(), int(mine.sum())
 
     def _owns(self, raw_line: bytes) -> bool:
         """Whether this partition reads *raw_line*: its sensor's share, or partition 0 for a row without one."""
@@ -440,17 +482,17 @@ class RecordingReader:
             return bool(raw_line) and index == 0
         return share_of(row[self._i_sensor], parts) == index
 
-    def _parse_csv_fast(self, raw_lines: list[bytes], text: str) -> Chunk | None:
+    def _parse_csv_fast(self, raw: bytes, n: int, text: str) -> Chunk | None:
         """Parse well-formed rows at once; ``None`` if any row needs the careful, row-by-row path.
 
         Rows without quotes are split in one pass (every field of the chunk in one list) after checking,
         vectorized, that every line has the right number of commas. A timestamp column of one width is
         parsed from the bytes (:func:`edgeflow.isotime.parse_fixed_iso`), without a string per row.
         """
-        n = len(raw_lines)
         if '"' in text or "\r" in text:
-            return self._parse_csv_quoted(text, np.fromiter(map(len, raw_lines), dtype=np.int64, count=n))
-        layout = _layout(b"".join(raw_lines), n, self._ncols)
+            lines = _lines_of(raw)
+            return self._parse_csv_quoted(text, np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)))
+        layout = _layout(raw, n, self._ncols)
         if layout is None:
             return None
         buf, starts, ends, commas = layout
