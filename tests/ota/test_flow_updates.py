@@ -35,7 +35,9 @@ def _flow(store: Path, gates: Gates, at: int = 0, action: Callable[[], None] | N
         return w
 
     flow = Flow("ota-flow")
-    feats = eo.map("arrive", add_features(eo.replay("samples", flow, RECORDING)), tap)
+    # small batches: windows reach the shadow in time order across sensors, so the healthy stretch it judges
+    # ends before pump-2's fault whatever the default batch size
+    feats = eo.map("arrive", add_features(eo.replay("samples", flow, RECORDING, batch_size=1024)), tap)
     scores = eo.infer("model", feats, model=MODEL_DIR / "manifest.json", store=store, reload_check_s=0, shadow=gates)
     eo.output("scored", scores, eo.stdout())
     eo.summarize("summary", scores, every_s=10, sink=eo.stdout())
