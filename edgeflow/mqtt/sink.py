@@ -25,6 +25,12 @@ or, without the thread, writes to the socket itself, racing paho's loop for
 the packet queue. So the I/O thread reconnects itself, by paho's rule: the
 delay set with ``reconnect_delay_set`` (``reconnect_min_s``, doubling up to
 ``reconnect_max_s``), reset once a CONNACK accepts the connection.
+
+Each partition reports through the run's stats: its connection as the link ``uplink:<step>``
+(``uplink:<step>#<worker>`` with several workers; down from the start until a CONNACK, so
+``/healthz`` fails once it has been down longer than its limit), the outbox depth (``outbox.depth``, summed
+over the process's workers) and when its oldest waiting message was queued
+(``outbox.oldest_enqueued|<link>``, epoch seconds, 0 when empty).
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ __all__ = ["MqttSink", "MqttSinkConfig", "MqttSinkPartition"]
 
 _log = logging.getLogger("edgeflow.mqtt")
 _TOPIC_FIELDS = {"flow", "sensor", "kind", "step"}
+_AGE_EVERY_S = 0.2
+"""The outbox's age is read (one query) at most this often per partition, and whenever it empties."""
 
 
 class MqttSinkConfig(BaseModel):
@@ -127,6 +135,7 @@ class MqttSinkPartition:
         client_id: str,
         adopt: Sequence[Path] = (),
         dead_letter_path: Path | None = None,
+        link: str = "",
     ) -> None:
         self._cfg = cfg
         self._step_id = step_id
@@ -144,6 +153,12 @@ class MqttSinkPartition:
         if len(self._spool):
             self._stats.count("mqtt.sink_backlog_at_start", len(self._spool))
             _log.info("%s: %d messages waiting in %s from a previous run", step_id, len(self._spool), spool)
+        self._link = link or f"uplink:{step_id}"
+        self._stats.link(self._link, False)  # down until the broker accepts us: its clock starts now
+        self._depth = 0  # what this partition added to the outbox.depth gauge (shared by the process's workers)
+        self._gauge_lock = threading.Lock()  # the worker and the I/O thread both report
+        self._gauged = 0.0  # time.monotonic() of the last outbox age reading
+        self._gauges(force=True)
         self._io = threading.Lock()  # held for every paho call: the client has no network thread of its own
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq; under _io
         self._qos0_in_flight: set[int] = set()  # mids of QoS 0 messages not yet written to the socket
@@ -176,6 +191,7 @@ class MqttSinkPartition:
             self._failed(self._refusal)
             return
         self._connected = self._ever_connected = True
+        self._stats.link(self._link, True)
         self._delay = None
         if self._failure is not None:
             _log.warning("%s: connected to %s", self._step_id, self._cfg.broker.address)
@@ -197,6 +213,7 @@ class MqttSinkPartition:
         if self._connected:
             self._stats.count("mqtt.sink_disconnects")
         self._connected = False
+        self._stats.link(self._link, False)
         # paho re-sends unacknowledged QoS 1 messages after a reconnect but drops unwritten QoS 0 ones:
         # forget those so their outbox rows are published again
         for mid in self._qos0_in_flight:
@@ -242,6 +259,7 @@ class MqttSinkPartition:
         dropped = self._spool.put(rows)
         if dropped:
             self._stats.count("mqtt.sink_dropped", dropped)
+        self._gauges()
         self._stats.add(items_out=len(items), bytes_out=nbytes)
         if self._io.acquire(blocking=False):  # publish from this thread now; never wait for the I/O thread
             try:
@@ -276,6 +294,21 @@ class MqttSinkPartition:
         if done:
             self._spool.ack(done)
             self._stats.count("mqtt.sink_delivered", len(done))
+        self._gauges(force=bool(done) and not len(self._spool))
+
+    def _gauges(self, force: bool = False) -> None:
+        """Report the outbox's depth (every call) and its oldest message's enqueue time (at most every 0.2 s)."""
+        with self._gauge_lock:
+            depth = len(self._spool)
+            if depth != self._depth:
+                self._stats.add_gauge("outbox.depth", depth - self._depth)
+                self._depth = depth
+            now = time.monotonic()
+            if not (force or now - self._gauged >= _AGE_EVERY_S):
+                return
+            self._gauged = now
+            oldest = self._spool.oldest_enqueued()
+            self._stats.set_gauge(f"outbox.oldest_enqueued|{self._link}", 0.0 if oldest is None else oldest)
 
     def _publish_ready(self) -> None:
         """Publish the next rows in drain order while connected, at most ``max_inflight`` unacknowledged."""
@@ -372,6 +405,7 @@ class MqttSinkPartition:
         try:
             if locked:
                 self._settle()  # late acknowledgements; publishing now would only send duplicates after a restart
+            self._gauges(force=True)
             left = len(self._spool)
             if left:
                 self._stats.count("mqtt.sink_left_in_spool", left)
@@ -423,8 +457,9 @@ class MqttSink:
         spool = None if self.cfg.spool is None else worker_path(self.cfg.spool, worker_index, worker_count)
         client_id = self.cfg.client_id or f"edgeflow-{self.flow_name}-{self.step_id}-w{worker_index}-{unique_suffix()}"
         adopt = _orphaned_outboxes(self.cfg.spool, worker_count) if self.cfg.spool and worker_index == 0 else []
+        link = f"uplink:{self.step_id}" if worker_count == 1 else f"uplink:{self.step_id}#{worker_index}"
         return MqttSinkPartition(
-            self.step_id, self.cfg, self.flow_name, self.stats, spool, client_id, adopt, self.dead_letter_path
+            self.step_id, self.cfg, self.flow_name, self.stats, spool, client_id, adopt, self.dead_letter_path, link
         )
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import chain, islice
 from pathlib import Path
@@ -69,6 +71,9 @@ class SpoolStorage(Protocol):
     def rows(self, alerts_first: bool, after: int, limit: int) -> list[SpoolRow]:
         """Up to *limit* rows with ``seq > after``, in drain order."""
         ...
+
+    # optional: ``last_seq() -> int``, the highest sequence number ever given (0 for none); without it the
+    # outbox's age (:meth:`Spool.oldest_enqueued`) is how long the outbox has been non-empty
 
     def close(self) -> None:
         """Write back and release."""
@@ -132,6 +137,10 @@ class SqliteStorage:
         )
         return [SpoolRow(seq, topic, bytes(payload), qos, bool(retain)) for seq, topic, payload, qos, retain in cur]
 
+    def last_seq(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return int(row[0]) if row else 0
+
     def close(self) -> None:
         """Checkpoint the WAL and close the file."""
         if self.path != ":memory:":
@@ -188,6 +197,9 @@ class MemoryStorage:
                     break
         return out
 
+    def last_seq(self) -> int:
+        return self._seq
+
     def close(self) -> None:
         """Nothing to write back."""
 
@@ -217,6 +229,10 @@ class Spool:
         self.overflow = overflow
         self.alerts_first = alerts_first
         self._lock = threading.Lock()
+        self._opened = time.time()
+        self._last_seq = getattr(storage, "last_seq", None)
+        self._before = self._last_seq() if self._last_seq is not None else 0  # rows up to here: an earlier run's
+        self._puts: deque[tuple[int, float]] = deque()  # (last sequence number of a put, when), oldest first
 
     def put(self, rows: Iterable[NewRow]) -> int:
         """Append ``(topic, payload, qos, retain, prio)`` rows in order; return how many messages were dropped."""
@@ -239,8 +255,41 @@ class Spool:
                     store.delete(victims)
                     dropped += len(victims)
             if new:
+                empty = not len(store)
                 store.append(new)
+                if self._last_seq is not None:
+                    self._puts.append((self._last_seq(), time.time()))
+                elif empty or not self._puts:
+                    self._puts.clear()
+                    self._puts.append((0, time.time()))
             return dropped
+
+    def oldest_enqueued(self) -> float | None:
+        """When the oldest message still waiting was queued (epoch seconds); ``None`` when the outbox is empty.
+
+        A message an earlier run queued counts from when this outbox was opened.
+
+        >>> spool = Spool(None, capacity=5)
+        >>> spool.oldest_enqueued() is None
+        True
+        >>> spool.put([("t", b"1", 1, False, 0)]); t = spool.oldest_enqueued(); t is not None
+        0
+        True
+        """
+        with self._lock:
+            head = self._store.rows(False, 0, 1)
+            if not head:
+                self._puts.clear()
+                return None
+            first = head[0].seq
+            puts = self._puts
+            if self._last_seq is None:
+                return puts[0][1] if puts else self._opened
+            while puts and puts[0][0] < first:
+                puts.popleft()
+            if first <= self._before or not puts:
+                return self._opened
+            return puts[0][1]
 
     def next_rows(self, limit: int, skip: Collection[int] = (), after: int = 0) -> list[SpoolRow]:
         """Return the next *limit* rows in drain order, leaving out sequence numbers in *skip* (already in flight).

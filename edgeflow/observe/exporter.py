@@ -187,8 +187,9 @@ class FlowCollector(Collector):
         for key, (name, doc) in _GAUGES.items():
             if key in gauges:
                 yield gauge(name, doc, gauges.pop(key))
-        if "outbox.oldest_enqueued" in gauges:
-            oldest = gauges.pop("outbox.oldest_enqueued")
+        enqueued = [gauges.pop(k) for k in sorted(gauges) if k.split("|", 1)[0] == "outbox.oldest_enqueued"]
+        if enqueued:  # one per sink partition (0: empty); the oldest of them
+            oldest = min((t for t in enqueued if t > 0), default=0.0)
             age = max(0.0, now - oldest) if oldest > 0 else 0.0
             yield gauge("edgeflow_outbox_oldest_age_seconds", "Age of the oldest message in the outbox.", age)
         drift = GaugeMetricFamily(
