@@ -50,7 +50,8 @@ def _run(flow: Path, rec: Path, out: Path, args: list[str]) -> float:
         old.unlink()
     env = {**os.environ, "BENCH_RECORDING": str(rec), "BENCH_OUT": str(out)}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "edgeflow.cli", "run", str(flow), *args, "-q"], env=env, check=True, cwd=ROOT)
+    cli = [sys.executable, "-c", "from edgeflow.cli import main; main()"]
+    subprocess.run([*cli, "run", str(flow), *args, "-q"], env=env, check=True, cwd=ROOT)
     return time.perf_counter() - started
 
 
