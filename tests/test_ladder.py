@@ -94,7 +94,7 @@ class SlowOnDemand:
 def test_a_slow_model_engages_the_ladder_keeps_the_high_priority_sensor_on_the_model_and_recovers() -> None:
     flow = Flow("ladder", latency_budget_ms=15)
     feats = add_features(eo.replay("samples", flow, RECORDING, speed=10))
-    handler = SlowOnDemand(0.006, range(200, 700))
+    handler = SlowOnDemand(0.006, range(200, 450))
     scores = eo.infer("model", feats, model=handler, priorities={"pump-1": "high"})
     eo.output("scores", scores, eo.stdout())
     eo.summarize("summary", scores, every_s=10, sink=eo.stdout())
@@ -114,3 +114,35 @@ def test_a_slow_model_engages_the_ladder_keeps_the_high_priority_sensor_on_the_m
     high_shed = sum(s["sensor"] == "pump-1" for s in shed)
     assert high_shed == 0 if by_raw == 0 else high_shed <= by_raw  # the high one only on the raw rung
     assert any(s.get("degraded") for s in capture.outputs["summary_out"])
+
+
+def test_a_lightly_loaded_flow_steps_up_after_hold_s_of_calm_with_few_batches() -> None:
+    ladder = Ladder(0.015, window=8, hold=64, hold_s=4.0)
+    for i in range(8):
+        ladder.observe(0.040, now=float(i))
+    assert ladder.rung == "lean"
+    for i in range(7):  # calm, but fewer than MIN_QUIET batches, though seconds apart
+        ladder.observe(0.001, now=10.0 + i)
+    assert ladder.rung == "lean"
+    ladder.observe(0.001, now=17.0)  # 8 calm batches over 7 s >= hold_s: up, long before 64 batches
+    assert ladder.rung == "full"
+
+
+def test_a_relapse_right_after_a_step_up_doubles_the_hold() -> None:
+    ladder = Ladder(0.015, window=4, hold=8, hold_s=1e9)
+    for _ in range(4):
+        ladder.observe(0.040)
+    for _ in range(8):
+        ladder.observe(0.001)
+    assert ladder.rung == "full" and ladder.hold_now == 8
+    for _ in range(4):  # the load is still there: down again at once
+        ladder.observe(0.040)
+    assert ladder.rung == "lean" and ladder.hold_now == 16
+    for _ in range(15):
+        ladder.observe(0.001)
+    assert ladder.rung == "lean"  # the doubled hold is not over yet
+    ladder.observe(0.001)
+    assert ladder.rung == "full"
+    for _ in range(4 * 16 + 1):  # the step up lasted: the hold relaxes
+        ladder.observe(0.001)
+    assert ladder.hold_now == 8

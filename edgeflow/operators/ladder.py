@@ -7,7 +7,10 @@ latency of the last ``window`` batches breaks the budget (cause ``latency``) or 
 the last ``BACKLOG_BATCHES`` batches breaks ``backlog_s`` (cause ``backlog``; a level, not a distribution,
 and a flow that falls behind hands on fewer, larger batches: the input waits before it is even ingested, e.g. a blocked
 MQTT hand-off holding back the broker). It steps back up when both have stayed under ``recover_fraction`` of
-their limits for ``hold`` batches (hysteresis):
+their limits for ``hold`` batches, or for ``hold_s`` seconds and at least ``MIN_QUIET`` batches (a lightly
+loaded flow makes few batches) (hysteresis). A step down soon after a step up (within twice the hold: the
+load that broke the budget is still there) doubles both holds, up to four times, so the ladder does not
+flap between two rungs; they relax again once a step up has lasted four holds:
 
 0. ``full``: the model scores every window.
 1. ``lean``: windows are held across engine batches and run through the model in larger batches (bounded
@@ -33,6 +36,7 @@ Every step is counted with its cause (``ladder.down|<rung>|latency``, ``ladder.d
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +51,7 @@ __all__ = [
     "CAUSES",
     "FALLBACK",
     "LEAN_EVERY",
+    "MIN_QUIET",
     "RUNGS",
     "Fallback",
     "Ladder",
@@ -58,6 +63,8 @@ RUNGS: tuple[str, ...] = ("full", "lean", "priority", "raw")
 """The rungs of the ladder, from no degradation to the most."""
 BACKLOG_BATCHES = 3
 """The ladder steps down for backlog when the median backlog of this many batches in a row breaks its limit."""
+MIN_QUIET = 8
+"""Fewest calm batches in a row that can step the ladder up (with ``hold_s`` seconds of calm)."""
 LEAN_EVERY = 8
 """On the ``lean`` rung (and below), health bookkeeping and fallback learning run on one batch in this many."""
 CAUSES: tuple[str, ...] = ("latency", "backlog", "recovered")
@@ -98,6 +105,7 @@ class Ladder:
         window: int = 32,
         recover_fraction: float = 0.5,
         hold: int = 64,
+        hold_s: float = 4.0,
         stats: FlowStats | None = None,
         name: str = "infer",
     ) -> None:
@@ -123,6 +131,12 @@ class Ladder:
         self._backlog: deque[float] = deque(maxlen=BACKLOG_BATCHES)
         self._quiet = 0
         self._seen = 0
+        self.hold_s = hold_s
+        self.hold_now = hold
+        """The hold in force, in batches (doubled after each relapse, see the module docstring)."""
+        self._relapses = 0
+        self._quiet_since = 0.0
+        self._last_up: int | None = None
         self._stats = stats
         self._name = name
 
@@ -131,15 +145,26 @@ class Ladder:
         """The current rung's name (see :data:`RUNGS`)."""
         return RUNGS[self.level]
 
-    def observe(self, latency_s: float, backlog_s: float = 0.0) -> str | None:
-        """Add one batch's latency and backlog; return the reason when this made the ladder step, else ``None``."""
+    def observe(self, latency_s: float, backlog_s: float = 0.0, now: float | None = None) -> str | None:
+        """Add one batch's latency and backlog; return the reason when this made the ladder step, else ``None``.
+
+        *now* is ``time.monotonic()`` unless given.
+        """
+        now = time.monotonic() if now is None else now
         self._seen += 1
         self._recent.append(latency_s)
         self._backlog.append(backlog_s)
         calm = latency_s < self.recover_fraction * self.budget_s and backlog_s < self.recover_fraction * self.backlog_s
+        if calm and not self._quiet:
+            self._quiet_since = now
         self._quiet = self._quiet + 1 if calm else 0
+        if self._last_up is not None and self._seen - self._last_up > 4 * self.hold_now:
+            self.hold_now, self._relapses, self._last_up = self.hold, 0, None  # the last step up held
+        quiet_enough = self._quiet >= self.hold_now or (
+            self._quiet >= MIN_QUIET and now - self._quiet_since >= self.hold_s * 2**self._relapses
+        )
         full = len(self._backlog) == self._backlog.maxlen
-        if len(self._recent) < self.window and self._quiet < self.hold and not full:
+        if len(self._recent) < self.window and not quiet_enough and not full:
             return None
         p99 = float(np.percentile(np.fromiter(self._recent, float), 99))
         backlog = float(np.median(np.fromiter(self._backlog, float)))
@@ -151,7 +176,7 @@ class Ladder:
             if full and backlog > self.backlog_s:
                 reason = f"backlog {backlog:.3f} s > {self.backlog_s:.3f} s (median over {len(self._backlog)} batches)"
                 return self._step(+1, "backlog", reason)
-        if self._quiet >= self.hold and self.level > 0 and p99 < self.recover_fraction * self.budget_s:
+        if quiet_enough and self.level > 0 and p99 < self.recover_fraction * self.budget_s:
             f = self.recover_fraction
             reason = (
                 f"p99 {p99 * ms:.1f} ms < {f * self.budget_s * ms:.1f} ms and backlog {backlog:.3f} s < "
@@ -163,6 +188,11 @@ class Ladder:
     def _step(self, delta: int, cause: str, reason: str) -> str:
         src, self.level = self.rung, self.level + delta
         down = delta > 0
+        if not down:
+            self._last_up = self._seen
+        elif self._last_up is not None and self._seen - self._last_up <= 2 * self.hold_now and self._relapses < 2:
+            self._relapses += 1  # relapsed: wait longer before the next try
+            self.hold_now = 2 * self.hold_now
         self.cause = None if self.level == 0 else (cause if down else self.cause)
         self.events.append(LadderEvent(down, src, self.rung, reason, self._seen, cause))
         self._recent.clear()
