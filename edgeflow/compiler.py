@@ -76,6 +76,16 @@ class CompiledFlow:
         """The flow's name."""
         return self.flow.name
 
+    @property
+    def splits_by_sensor(self) -> bool:
+        """Whether every source can split its input by sensor among processes that then share nothing.
+
+        Such a flow's processes need no engine cluster: every step after the source is per sensor (a replay
+        of a CSV file with a sensor column says so through its settings' ``splits_by_sensor``).
+        """
+        sources = [step for step in self.order if step.kind == "source"]
+        return bool(sources) and all(getattr(step.config, "splits_by_sensor", False) for step in sources)
+
     def context(self, step: Step, run: RunContext) -> StepContext:
         """Return the :class:`StepContext` *step*'s factory gets in *run*."""
         inputs = tuple(self.schemas[src] for src in step.inputs)

@@ -32,6 +32,9 @@ class RunContext:
     snapshot_every_s: float = 1.0
     workers: int = 1
     """Workers of the whole run (threads per process times processes): a source may split its input among them."""
+    own_workers: range | None = None
+    """The workers (global indexes) this process runs when processes share nothing (each runs the whole flow on
+    its share of the sensors); ``None`` in one process or a cluster, where the engine places partitions."""
     latency_budget_ms: float | None = None
     """Ingest → verdict budget of the flow (see :attr:`edgeflow.graph.Flow.latency_budget_ms`); ``None``: none."""
     stop: threading.Event = field(default_factory=threading.Event)

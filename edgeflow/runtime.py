@@ -105,6 +105,7 @@ def run(
     metrics_host: str = "0.0.0.0",  # Prometheus scrapes from another host, as its exporters do
     health: HealthConfig | None = None,
     report_json: str | Path | None = None,
+    share: tuple[int, int] | None = None,
 ) -> RunReport:
     """Run a compiled flow until its sources end; return a :class:`RunReport`.
 
@@ -121,17 +122,26 @@ def run(
     ``/readyz`` on *metrics_host* while the flow runs (:mod:`edgeflow.observe.exporter`; in a cluster,
     process *i* serves port + *i*), with *health*'s limits. *report_json* writes the final report as
     strict JSON.
+
+    *share* ``(index, count)`` makes this process one of *count* that share nothing: each runs the whole
+    flow on its share of the sensors, with no engine cluster between them (for flows whose every source
+    splits by sensor, see :attr:`CompiledFlow.splits_by_sensor`); its snapshots go to a folder of its own.
     """
     compiled = flow if isinstance(flow, CompiledFlow) else compile_flow(flow)
     dead_letters = compiled.flow.dead_letter_path
     recovery = recovery_dir if recovery_dir is not None else compiled.flow.recovery_dir
+    alone = share is not None and share[1] > 1
+    if alone and recovery is not None:
+        assert share is not None
+        recovery = Path(recovery) / f"process-{share[0]}-of-{share[1]}"
     ctx = RunContext(
         compiled.name,
         dead_letter_path=None if dead_letters is None else Path(dead_letters),
         recovery_dir=None if recovery is None else Path(recovery),
         snapshot_every_s=compiled.flow.snapshot_every_s,
         latency_budget_ms=compiled.flow.latency_budget_ms,
-        workers=workers * (len(addresses) if addresses else 1),
+        workers=workers * (share[1] if share is not None and alone else len(addresses) if addresses else 1),
+        own_workers=range(share[0] * workers, (share[0] + 1) * workers) if share is not None and alone else None,
     )
     stats = ctx.stats
     stats.expected_bytes_in = _replay_bytes(compiled)
@@ -178,7 +188,7 @@ def run(
         stats,
         stopped[0] if stopped else None,
         windows,
-        process=process_id if addresses else None,
+        process=process_id if addresses or alone else None,
     )
     if report_json is not None:
         from edgeflow.observe.report import write_report

@@ -32,11 +32,13 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat()
 
 
-def write_recording(path: Path, *, seconds: float = 2.0, rate: int = 100, tail_s: float = 6.0) -> dict[str, Any]:
+def write_recording(
+    path: Path, *, seconds: float = 2.0, rate: int = 100, tail_s: float = 6.0, tails: tuple[str, ...] = ("s1",)
+) -> dict[str, Any]:
     """Two sensors at *rate* Hz; s2 jumps by 40 from 60 % to 75 % of the way; two bad rows; one late sample.
 
-    The last row (s1) lies *tail_s* after the rest in event time, so a paced replay waits before it:
-    everything before it has been processed while the flow still runs.
+    The last row of each sensor in *tails* lies *tail_s* after the rest in event time, so a paced replay
+    waits before it: everything before it has been processed while the flow still runs.
     """
     rng = np.random.default_rng(3)
     lines = ["ts,sensor,value"]
@@ -50,11 +52,11 @@ def write_recording(path: Path, *, seconds: float = 2.0, rate: int = 100, tail_s
             lines.append("yesterday,s1,1.0")  # no timestamp: a dead letter of the replay
         if i == 80:
             lines.append(f"{iso(T0 + 0.2)},s1,0.0")  # older than s1's newest: a dead letter of the window
-    tail = f"{iso(T0 + seconds + tail_s)},s1,0.0"
-    lines.append(tail)
+    tail_rows = [f"{iso(T0 + seconds + tail_s)},{sensor},0.0" for sensor in tails]
+    lines += tail_rows
     path.write_text("\n".join(lines) + "\n")
-    good = 2 * int(seconds * rate) + 2  # the late sample and the tail are samples too
-    return {"samples": good, "tail_bytes": len(tail) + 1}
+    good = 2 * int(seconds * rate) + 1 + len(tails)  # the late sample and the tails are samples too
+    return {"samples": good, "tail_bytes": sum(len(tail) + 1 for tail in tail_rows)}
 
 
 def small_flow(recording: Path, out: Path, *, speed: float | None = 4.0, name: str = "metrics_demo") -> Flow:

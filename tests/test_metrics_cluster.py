@@ -27,7 +27,9 @@ eo.summarize("summary", scores, every_s=1.0, sink=eo.jsonl({out!r}))
 
 
 def test_each_process_serves_its_own_labelled_port_and_the_report_sums_them(tmp_path: Path) -> None:
-    data = write_recording(tmp_path / "rec.csv")
+    # the processes share nothing (each replays its share of the sensors and ends on its own): both sensors
+    # end with a paced tail, so both processes are still running, all else done, when they are scraped
+    data = write_recording(tmp_path / "rec.csv", tails=("s1", "s2"))
     flow_file = tmp_path / "flow.py"
     flow_file.write_text(FLOW.format(recording=str(tmp_path / "rec.csv"), out=str(tmp_path / "s.jsonl")))
     port = _free_port_pair()
@@ -43,7 +45,7 @@ def test_each_process_serves_its_own_labelled_port_and_the_report_sums_them(tmp_
             except OSError:
                 return None
             taken = sum(s.value("edgeflow_samples_in_total") for s in scrapes)
-            return scrapes if taken == data["samples"] - 1 else None  # all but the paced tail row
+            return scrapes if taken == data["samples"] - 2 else None  # all but the paced tail rows
 
         scrapes = wait_for(both, timeout=30, every=0.1)
         time.sleep(0.3)

@@ -190,13 +190,18 @@ def run(
         def ticks(stats: FlowStats) -> None:
             err.print(status_line(stats.to_json()), markup=False)
 
+    peers = addresses.split(";") if addresses else None
+    share = None
+    if cluster_dir is not None and peers and compiled.splits_by_sensor:  # `-p N` of a flow split by sensor
+        share, peers = (process_id or 0, len(peers)), None  # the processes share nothing: no engine cluster
     try:
         with view:
             report = run_flow(
                 compiled,
                 workers=workers,
                 process_id=process_id,
-                addresses=addresses.split(";") if addresses else None,
+                addresses=peers,
+                share=share,
                 progress=ticks,
                 progress_every_s=_tick_s(cluster_dir is not None, isinstance(view, contextlib.nullcontext)),
                 recovery_dir=recovery_dir,

@@ -75,10 +75,14 @@ class _SinkPart(StatelessSinkPartition[tuple[str, Any]]):
 class EngineSink(DynamicSink[tuple[str, Any]]):
     """A bytewax sink writing to an edgeflow :class:`~edgeflow.connectors.Sink` (keys dropped)."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, workers: range | None = None, worker_count: int = 1) -> None:
         self._sink = sink
+        self._workers = workers
+        self._count = worker_count
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPart:
+        if self._workers is not None:  # processes that share nothing: the run's own worker numbers
+            worker_index, worker_count = self._workers[worker_index], self._count
         return _SinkPart(self._sink.open(worker_index, worker_count))
 
 

@@ -373,7 +373,7 @@ def _lower_stage(
             sid, up, lambda resume: EngineKeyed(lambda r: _WatchedKeyed(new_state(r), keyed_watch), resume)
         )
     sink = sinks[first.step_id] if first.step_id in sinks else compiled.build(first, run)
-    op.output(sid, up, EngineSink(_WatchedSink(sink, watch(first.step_id))))
+    op.output(sid, up, EngineSink(_WatchedSink(sink, watch(first.step_id)), run.own_workers, run.workers))
     return None
 
 
@@ -400,5 +400,5 @@ def build_dataflow(compiled: CompiledFlow, run: RunContext, sinks: Mapping[str, 
         merged = dead[0] if len(dead) == 1 else op.merge("dead_letters_merge", *dead)
         merged = op.inspect("dead_letters_count", merged, _count_dead_letter(run.stats))
         dead_sink = sinks.get(DEAD_LETTERS) or DeadLetterSink(run.dead_letter_path)
-        op.output(DEAD_LETTERS, merged, EngineSink(dead_sink))
+        op.output(DEAD_LETTERS, merged, EngineSink(dead_sink, run.own_workers, run.workers))
     return df

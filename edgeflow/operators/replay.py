@@ -74,6 +74,11 @@ class ReplayConfig(BaseModel):
         return tz
 
     @property
+    def splits_by_sensor(self) -> bool:
+        """Whether several workers can share this recording by sensor (a CSV file with a sensor column)."""
+        return self.sensor is None and not is_jsonl(self.path)
+
+    @property
     def time_format(self) -> TimeFormat:
         """How this recording's timestamps are parsed."""
         return TimeFormat(tz=self.tz, unit=self.time_unit)
@@ -192,18 +197,26 @@ class ReplaySource:
     """
 
     def __init__(
-        self, step_id: str, cfg: ReplayConfig, values: tuple[str, ...], stats: FlowStats, workers: int = 1
+        self,
+        step_id: str,
+        cfg: ReplayConfig,
+        values: tuple[str, ...],
+        stats: FlowStats,
+        workers: int = 1,
+        own: range | None = None,
     ) -> None:
         self.step_id = step_id
         self.cfg = cfg
         self.values = values
         self.stats = stats
-        self.parts = workers if cfg.sensor is None and not is_jsonl(cfg.path) else 1
+        self.parts = workers if cfg.splits_by_sensor else 1
+        self.own = own if self.parts > 1 else None
+        """The partitions this process reads when processes share nothing (``None``: all, placed by the engine)."""
 
     def partitions(self) -> list[str]:
         if self.parts == 1:
             return [str(self.cfg.path)]
-        return [f"{self.cfg.path}#{i}/{self.parts}" for i in range(self.parts)]
+        return [f"{self.cfg.path}#{i}/{self.parts}" for i in (self.own or range(self.parts))]
 
     def open(self, partition: str, resume: tuple[int, int, int] | None) -> _ReplayPartition:
         index = int(partition.rpartition("#")[2].partition("/")[0]) if self.parts > 1 else 0
@@ -278,7 +291,7 @@ def replay(
         return Schema("samples", channels=_value_names(step_id, cfg))
 
     def build(ctx: StepContext) -> ReplaySource:
-        return ReplaySource(step_id, cfg, ctx.schema.channels, ctx.run.stats, ctx.run.workers)
+        return ReplaySource(step_id, cfg, ctx.schema.channels, ctx.run.stats, ctx.run.workers, ctx.run.own_workers)
 
     return flow.add_step(
         Step(
