@@ -222,7 +222,10 @@ class SensorWindows:
             self._held = None
         t = block.ts
         newest = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
-        if not (t - newest > jump).any():
+        ahead = t - newest
+        if self._last_t == -math.inf:
+            ahead[0] = 0.0  # a sensor's first sample starts its clock: it cannot jump
+        if not (ahead > jump).any():
             return block, [], newest
         keep = np.ones(len(t), dtype=bool)
         dead: list[DeadLetter] = []
