@@ -12,6 +12,7 @@ its largest |z| (sign kept).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,12 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, round(centre - half, 12)), min(1.0, round(centre + half, 12)))
+
+
+@functools.lru_cache(maxsize=256)
+def _interval_text(start: float, every_s: float) -> tuple[str, str]:
+    """ISO 8601 start and end of an interval: made once, as every sensor's summary of it names them."""
+    return to_datetime(start).isoformat(), to_datetime(start + every_s).isoformat()
 
 
 def _round(x: float, digits: int) -> float:
@@ -194,7 +201,7 @@ class IntervalSummary:
         start = self._interval * self._cfg.every_s
         record: dict[str, Any] = {
             "sensor": self._sensor,
-            "interval": [to_datetime(start).isoformat(), to_datetime(start + self._cfg.every_s).isoformat()],
+            "interval": list(_interval_text(start, self._cfg.every_s)),
             "samples": self._samples,
             "raw_bytes": self._raw_bytes,
             "windows": n,
