@@ -134,6 +134,8 @@ class _ReplayPartition:
         self._handed = 0  # rows of that chunk handed on so far
         self._t0_event: float | None = None
         self._t0_wall = 0.0
+        self._due: np.ndarray | None = None
+        """When each row of the chunk being handed out is due (monotonic seconds), for a paced replay."""
         self._next_awake: datetime | None = None
         if cfg.path.suffix != ".gz" and resume is None and share[0] == 0:  # progress: rows' bytes against the file's
             stats.count("replay.bytes_total", cfg.path.stat().st_size)
@@ -154,17 +156,19 @@ class _ReplayPartition:
                 if out:
                     return out
                 raise StopIteration
-            self._chunk, self._handed = chunk, 0
+            self._chunk, self._handed, self._due = chunk, 0, None
         chunk = self._chunk
         take = len(chunk)
         if self._cfg.speed is not None and take:
             now = time.monotonic()
             if self._t0_event is None:
                 self._t0_event, self._t0_wall = float(chunk.ts[0]), now
-            due = self._t0_wall + (chunk.ts - self._t0_event) / self._cfg.speed
-            take = int(np.searchsorted(due, now, side="right"))
+            if self._due is None:  # once per chunk, not per poll: a paced poll hands on a row or two
+                self._due = self._t0_wall + (chunk.ts - self._t0_event) / self._cfg.speed
+            take = int(np.searchsorted(self._due, now, side="right"))
             if take < len(chunk):
-                self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=float(due[take]) - now)
+                self._next_awake = datetime.now(timezone.utc) + timedelta(seconds=float(self._due[take]) - now)
+            self._due = self._due[take:]
         head, self._chunk = chunk.split(take)
         self._handed += take
         if len(head):
