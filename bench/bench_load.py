@@ -25,11 +25,31 @@ longer the run took than the paced input.
 A step is overloaded when the flow dropped samples or verdicts are missing, processed is under
 90 % of offered, or p99 is over ``--budget-ms``; the ramp goes on for ``--after-overload`` more
 steps (default 1) to show what overload does, then stops.
+
+    python bench/bench_load.py --ladder         # the latency-budget ladder under MQTT overload (~40 s)
+
+Ladder: the int8 reference pipeline (windows of 256 at 500 Hz -> 13 features + crest factor ->
+``eo.infer`` with ``Flow(latency_budget_ms=...)``) on MQTT input from a real Mosquitto on a free
+127.0.0.1 port, every verdict published back with ``mqtt_sink`` (QoS 1). The model is the shipped
+int8 autoencoder on LiteRT plus an emulated heavier model: ``--model-ms`` of CPU per window and
+``--invoke-ms`` per invoke (busy-waiting in the worker, as a real interpreter would), so that the
+model is what overloads the gateway (the shipped model alone takes ~1 us a window). Sensors
+``hi-0..3`` are given ``priorities={...: "high"}``; ``s-NN`` are normal. Each sensor publishes
+500 Hz samples (values from the shipped recording) in messages of 32 samples (64 ms), stamped with
+the wall clock. Phases add sensors until overload, then fall back to the starting load.
+Per phase: offered samples/s, windows in, windows scored by the model and shed to the z-score
+fallback (from the verdicts received), the ladder's rung over time (``edgeflow_ladder_level``
+read every 0.5 s: F full, L lean, P priority, R raw), and the p99 of publish -> verdict received
+for high-priority and normal sensors; then the same p99 by the rung in force when each sample was
+published. At the end, every window is accounted for: windows = model + shed + dead letters, and
+verdicts received = windows; samples taken in = published - dropped. Results: docs/operations.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
+import contextlib
 import json
 import os
 import subprocess
@@ -47,6 +67,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_mqtt import DT, HOP, SIZE, T0, Mosquitto, Receiver, Sender  # noqa: E402
+
+DT_LADDER = 1.0 / 500
+EVENT0 = 1000.0
+"""Event time of the first sample: a clock that runs at wall-clock speed (what the ladder's backlog gauge needs)
+and stays small, so that ``EVENT0 + n / 500`` lands on the window's 500 Hz grid to far better than its 1e-9
+tolerance (epoch seconds at 500 Hz do not: a window would complete one sample, here one message, late)."""
 
 SENSORS = 10
 MQTT_RATES = (1_000, 2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000, 64_000)
@@ -259,6 +285,276 @@ def run_replay(args: argparse.Namespace) -> list[dict[str, Any]]:
     return steps
 
 
+HIGH = tuple(f"hi-{k}" for k in range(4))
+LADDER_PHASES = ((4, 8.0), (12, 8.0), (28, 8.0), (60, 14.0), (4, 30.0))
+"""(normal sensors, seconds) per phase; the four high-priority sensors publish throughout."""
+MSG = 32
+"""Samples per message (64 ms at 500 Hz)."""
+RUNG_LETTERS = "FLPR"
+RUNGS_NAMES = ("full", "lean", "priority", "raw")
+
+
+class HeavyModel:
+    """The shipped int8 model on LiteRT, plus emulated CPU cost per invoke and per window (busy-waiting)."""
+
+    def __init__(self, manifest: str, invoke_ms: float, model_ms: float) -> None:
+        from edgeflow.model import LiteRTModelHandler
+
+        self._inner = LiteRTModelHandler(manifest)
+        self.invoke_s = invoke_ms / 1e3
+        self.row_s = model_ms / 1e3
+
+    @property
+    def info(self) -> Any:
+        return self._inner.info
+
+    def load_model(self) -> Any:
+        return self._inner.load_model()
+
+    def run_inference(self, batch: np.ndarray) -> np.ndarray:
+        return self._inner.run_inference(batch)
+
+    def score(self, batch: np.ndarray) -> np.ndarray:
+        until = time.perf_counter() + self.invoke_s + self.row_s * len(batch)
+        while time.perf_counter() < until:
+            pass
+        return self._inner.score(batch)
+
+    def swap(self, source: Any = None) -> Any:
+        return self._inner.swap(source)
+
+
+def ladder_flow(broker: str, queue: int, overload: str, budget_ms: float, invoke_ms: float, model_ms: float) -> Any:
+    import edgeflow.operators as eo
+    from edgeflow import Flow
+    from flows.pump_int8 import MODEL, add_features
+
+    flow = Flow("bench_ladder", latency_budget_ms=budget_ms)
+    samples = eo.mqtt_source(
+        "samples",
+        flow,
+        "ladder/in/{sensor}",
+        broker=broker,
+        eos_topic="ladder/eos",
+        queue_size=queue,
+        overload=overload,
+    )
+    model = HeavyModel(str(ROOT / MODEL), invoke_ms, model_ms)
+    scores = eo.infer("model", add_features(samples), model=model, priorities=dict.fromkeys(HIGH, "high"))
+    eo.output("verdicts", scores, eo.mqtt_sink("ladder/out/{sensor}/{kind}", broker=broker, step_id="verdicts"))
+    return flow
+
+
+def serve_ladder(args: argparse.Namespace) -> None:
+    from edgeflow.jsontext import dumps
+    from edgeflow.runtime import run
+
+    flow = ladder_flow(args.serve_ladder, args.queue, args.overload, args.budget_ms, args.invoke_ms, args.model_ms)
+    report = run(flow, metrics_port=args.metrics_port, metrics_host="127.0.0.1")
+    print(dumps(report.to_json()), flush=True)
+
+
+def _recording_values() -> list[np.ndarray]:
+    """Each pump's accelerometer values from the shipped recording (what the model was trained on)."""
+    values: dict[str, list[float]] = {}
+    with (ROOT / "examples/data/pump_vibration.csv").open() as f:
+        next(f)
+        for line in f:
+            _ts, sensor, v = line.rstrip().split(",")
+            values.setdefault(sensor, []).append(float(v))
+    return [np.asarray(values[k], dtype=np.float64) for k in sorted(values)]
+
+
+def _scrape(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "edgeflow_ladder_level":
+                out["level"] = s.value
+            elif s.name == "edgeflow_events_total":
+                out[s.labels["name"]] = s.value
+            elif s.name in ("edgeflow_windows_total", "edgeflow_samples_in_total", "edgeflow_dead_letters_total"):
+                out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
+
+
+def run_ladder(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Publish the phases, watch the rung, collect every verdict; return per-phase rows and the totals."""
+    broker = Mosquitto()
+    flow = None
+    try:
+        rx = Receiver(broker.address, "ladder/out/#")
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, __file__, "--serve-ladder", broker.address, "--metrics-port", str(port)]
+        cmd += ["--queue", str(args.queue), "--overload", args.overload, "--budget-ms", str(args.budget_ms)]
+        cmd += ["--invoke-ms", str(args.invoke_ms), "--model-ms", str(args.model_ms)]
+        flow = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while True:  # until the flow serves /metrics and has subscribed
+            try:
+                if _scrape(url).get("mqtt.subscriptions", 0) >= 1:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the flow did not start"
+            time.sleep(0.1)
+        tx = Sender(broker.address, qos=1)
+        values = _recording_values()
+        published: dict[tuple[str, int], int] = {}
+        p0 = time.perf_counter()
+        tick, phase_rows, levels = 0, [], []
+        timeline: list[tuple[int, int]] = []  # (perf_counter_ns, rung) every 0.5 s
+        next_scrape = p0
+        for n_normal, seconds in LADDER_PHASES:
+            sensors = [*HIGH, *(f"s-{k:02d}" for k in range(n_normal))]
+            first_tick, before = tick, _scrape(url)
+            rungs: list[int] = []
+            rx_start = len(rx.got)
+            end = p0 + (tick * MSG * DT_LADDER) + seconds
+            while p0 + tick * MSG * DT_LADDER < end:
+                due = p0 + (tick + 1) * MSG * DT_LADDER  # a message's last sample is due then
+                tx.pause_until(due)
+                stamps = [repr(EVENT0 + (tick * MSG + j) * DT_LADDER) for j in range(MSG)]
+                for k, sensor in enumerate(sensors):
+                    signal = values[k % len(values)]
+                    i0 = (tick * MSG + 997 * k) % (len(signal) - MSG)
+                    body = ",".join(f'{{"ts":{stamps[j]},"value":{signal[i0 + j]:.5f}}}' for j in range(MSG))
+                    published[(sensor, tick)] = tx.send(f"ladder/in/{sensor}", f"[{body}]".encode())
+                tick += 1
+                if time.perf_counter() >= next_scrape:
+                    next_scrape += 0.5
+                    with contextlib.suppress(OSError):
+                        rungs.append(int(_scrape(url).get("level", 0)))
+                        timeline.append((time.perf_counter_ns(), rungs[-1]))
+            after = _scrape(url)
+            phase_rows.append(
+                {
+                    "sensors": len(sensors),
+                    "normal": n_normal,
+                    "seconds": seconds,
+                    "offered": len(sensors) * (tick - first_tick) * MSG / seconds,
+                    "ticks": (first_tick, tick),
+                    "rungs": rungs,
+                    "windows": after.get("edgeflow_windows_total", 0) - before.get("edgeflow_windows_total", 0),
+                    "rx": (rx_start, None),
+                    "steps": {
+                        k: after[k] - before.get(k, 0)
+                        for k in after
+                        if k.startswith("ladder.") and after[k] > before.get(k, 0)
+                    },
+                }
+            )
+            levels.append(rungs)
+            print(f"  {len(sensors):>3} sensors: rungs {''.join(RUNG_LETTERS[r] for r in rungs)}", file=sys.stderr)
+        tx.send("ladder/eos", b"")
+        tx.flush(1.0)
+        out, _ = flow.communicate(timeout=120)
+        tx.flush(1.0)
+        rx.close()
+    finally:
+        if flow is not None and flow.poll() is None:
+            flow.kill()
+        broker.stop()
+    report = json.loads(out.strip().splitlines()[-1])
+    # every verdict received, attributed to the phase whose tick published the sample that completed its window
+    by_phase: list[dict[str, list[float]]] = [{"high": [], "normal": [], "model": [], "shed": []} for _ in phase_rows]
+    by_rung: list[dict[str, list[float]]] = [{"high": [], "normal": []} for _ in RUNG_LETTERS]
+    stamps = [t for t, _r in timeline]
+    for t_rx, topic, payload in rx.got:
+        record = json.loads(payload)
+        sensor = topic.split("/")[2]
+        end = datetime.fromisoformat(record["end"]).timestamp()
+        t = round((end - EVENT0) / DT_LADDER) // MSG
+        sent = published.get((sensor, t))
+        phase = next((i for i, r in enumerate(phase_rows) if r["ticks"][0] <= t < r["ticks"][1]), None)
+        if sent is None or phase is None:
+            continue
+        row = by_phase[phase]
+        row["high" if sensor in HIGH else "normal"].append((t_rx - sent) / 1e6)
+        at = bisect.bisect_right(stamps, sent) - 1  # the rung last read before the sample was published
+        if at >= 0:
+            by_rung[timeline[at][1]]["high" if sensor in HIGH else "normal"].append((t_rx - sent) / 1e6)
+        row["shed" if record["model"].startswith("fallback:") else "model"].append(1.0)
+    for row, got in zip(phase_rows, by_phase, strict=True):
+        row["p99_high"] = float(np.percentile(got["high"], 99)) if got["high"] else float("nan")
+        row["p99_normal"] = float(np.percentile(got["normal"], 99)) if got["normal"] else float("nan")
+        row["by_model"], row["shed"] = len(got["model"]), len(got["shed"])
+    counts = report["counts"]
+    shed = sum(n for k, n in counts.items() if k.startswith("infer.fallback|"))
+    infer_dead = sum(d["count"] for d in report["dead_letters_by"] if d["step"] == "model")
+    totals = {
+        "published_samples": len(published) * MSG,
+        "samples_in": report["samples_in"],
+        "dropped": {k: n for k, n in counts.items() if "dropped" in k and n},
+        "dead_letters": report["dead_letters"],
+        "windows": report["windows"],
+        "model": counts.get("infer.windows", 0),
+        "shed": shed,
+        "shed_by": {k: n for k, n in counts.items() if k.startswith("infer.fallback|")},
+        "infer_dead_letters": infer_dead,
+        "verdicts_received": len(rx.got),
+        "ladder": {k: n for k, n in counts.items() if k.startswith("ladder.")},
+        "coalesced": counts.get("infer.coalesced", 0),
+        "flow_latency_ms": {k: round(v / 1e3, 2) for k, v in report["latency_us"].items() if k in ("p50", "p99")},
+        "by_rung": [
+            {
+                "rung": RUNGS_NAMES[i],
+                "seconds": 0.5 * sum(1 for _t, r in timeline if r == i),
+                "verdicts_high": len(got["high"]),
+                "p99_high": float(np.percentile(got["high"], 99)) if got["high"] else float("nan"),
+                "p99_normal": float(np.percentile(got["normal"], 99)) if got["normal"] else float("nan"),
+            }
+            for i, got in enumerate(by_rung)
+        ],
+    }
+    return phase_rows, totals
+
+
+def ladder_table(rows: list[dict[str, Any]], totals: dict[str, Any], budget_ms: float) -> str:
+    head = (
+        f"| phase | sensors (4 high) | offered samples/s | windows | by model | shed to z-score | rung over time "
+        f"(0.5 s each) | p99 high-priority ms | p99 normal ms | within {budget_ms:g} ms budget (high) |"
+    )
+    rule = "|---:|---:|---:|---:|---:|---:|:---|---:|---:|:---:|"
+    lines = [head, rule]
+    for i, r in enumerate(rows, 1):
+        rung = "".join(RUNG_LETTERS[x] for x in r["rungs"])
+        ok = "yes" if r["p99_high"] <= budget_ms else "no"
+        lines.append(
+            f"| {i} | {r['sensors']} | {r['offered']:,.0f} | {r['windows']:,.0f} | {r['by_model']:,} | {r['shed']:,} "
+            f"| `{rung}` | {r['p99_high']:.1f} | {r['p99_normal']:.1f} | {ok} |"
+        )
+    lines += [
+        "",
+        "| rung (when the sample was published) | time on it (s) | high-priority verdicts "
+        "| p99 high-priority ms | p99 normal ms |",
+        "|:---|---:|---:|---:|---:|",
+    ]
+    for r in totals["by_rung"]:
+        lines.append(
+            f"| {r['rung']} | {r['seconds']:.1f} | {r['verdicts_high']:,} | {r['p99_high']:.1f} "
+            f"| {r['p99_normal']:.1f} |"
+        )
+    t = totals
+    shed_by = ", ".join(f"{k.split(':')[-1]} {v:,}" for k, v in t["shed_by"].items()) or "none"
+    lines += [
+        "",
+        f"Accounting: {t['published_samples']:,} samples published, {t['samples_in']:,} taken in, dropped "
+        f"{sum(t['dropped'].values()):,}, dead letters {t['dead_letters']:,}; {t['windows']:,} windows = "
+        f"{t['model']:,} by the model + {t['shed']:,} shed to the z-score fallback "
+        f"({shed_by}) + "
+        f"{t['infer_dead_letters']:,} dead letters; {t['verdicts_received']:,} verdicts received. Ladder steps: "
+        + ", ".join(f"{k[len('ladder.') :]} {v}" for k, v in sorted(t["ladder"].items())),
+    ]
+    return "\n".join(lines)
+
+
 def _free_port() -> int:
     import socket
 
@@ -312,11 +608,32 @@ def main() -> None:
     ap.add_argument("--overload", default="drop_oldest", help="the hand-off queue's overload policy")
     ap.add_argument("--budget-ms", type=float, default=250.0, help="a step whose p99 is over this is overloaded")
     ap.add_argument("--after-overload", type=int, default=1, help="steps to go on with once overloaded")
+    ap.add_argument("--json", help="--ladder: also write the figures as JSON to this file")
+    ap.add_argument("--ladder", action="store_true", help="drive the latency-budget ladder (int8 flow, priorities)")
+    ap.add_argument("--model-ms", type=float, default=2.0, help="--ladder: emulated model CPU per window")
+    ap.add_argument("--invoke-ms", type=float, default=1.0, help="--ladder: emulated model CPU per invoke")
     ap.add_argument("--serve-flow", metavar="BROKER", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-ladder", metavar="BROKER", help=argparse.SUPPRESS)
     ap.add_argument("--metrics-port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_flow:
         serve_flow(args.serve_flow, args.metrics_port, args.queue, args.overload)
+        return
+    if args.serve_ladder:
+        serve_ladder(args)
+        return
+    if args.ladder:
+        budget = args.budget_ms if args.budget_ms != 250.0 else 100.0
+        args.budget_ms = budget
+        rows, totals = run_ladder(args)
+        print(
+            f"\n{os.cpu_count()} cores, Python {sys.version.split()[0]}; Mosquitto on loopback, one flow worker, "
+            f"latency_budget_ms={budget:g}, emulated model {args.model_ms:g} ms/window + {args.invoke_ms:g} ms/invoke, "
+            f"hand-off queue {args.queue:,} ({args.overload}); rungs: F full, L lean, P priority, R raw\n"
+        )
+        print(ladder_table(rows, totals, budget))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"phases": rows, "totals": totals}, default=str) + "\n")
         return
     args.step_s = 2.0 if args.quick else 4.0
     steps = run_mqtt(args) if args.source == "mqtt" else run_replay(args)

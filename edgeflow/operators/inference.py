@@ -113,7 +113,8 @@ class InferConfig(BaseModel):
     """Score with a per-sensor z-score fallback when the model fails, instead of dead-lettering the windows."""
     lean_hold_s: PositiveFloat | None = None
     """On the ladder's ``lean`` rung, hold windows across engine batches at most this long (seconds), or until
-    ``max_batch`` are waiting, and run them as one batch; ``None``: a quarter of the latency budget."""
+    ``max_batch`` are waiting, and run them as one batch; ``None``: an eighth of the latency budget (the wait
+    counts in the latency the ladder watches, and stepping back up needs it under half the budget)."""
     backlog_s: PositiveFloat | None = None
     """With a latency budget: step down the ladder when verdicts lag this much (seconds) behind event time beyond
     each sensor's usual lag (:class:`~edgeflow.operators.ladder.LagGauge`); ``None``: four times the budget."""
@@ -180,7 +181,7 @@ class InferLogic:
         if budget_ms is not None:
             self.ladder = Ladder(budget_ms / 1e3, backlog_s=cfg.backlog_s, stats=stats, name=step_id)
         self._last_health: dict[str, Any] | None = None
-        self.hold_s = cfg.lean_hold_s or (budget_ms / 4e3 if budget_ms is not None else 0.0)
+        self.hold_s = cfg.lean_hold_s or (budget_ms / 8e3 if budget_ms is not None else 0.0)
         """Longest a window waits on the ``lean`` rung for company (seconds)."""
         self._held: list[Window] = []
         self._held_since = 0.0

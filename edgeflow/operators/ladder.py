@@ -9,7 +9,7 @@ and a flow that falls behind hands on fewer, larger batches: the input waits bef
 MQTT hand-off holding back the broker). It steps back up when both have stayed under ``recover_fraction`` of
 their limits for ``hold`` batches, or for ``hold_s`` seconds and at least ``MIN_QUIET`` batches (a lightly
 loaded flow makes few batches) (hysteresis). A step down soon after a step up (within twice the hold: the
-load that broke the budget is still there) doubles both holds, up to four times, so the ladder does not
+load that broke the budget is still there) doubles both holds (once), so the ladder does not
 flap between two rungs; they relax again once a step up has lasted four holds:
 
 0. ``full``: the model scores every window.
@@ -190,7 +190,7 @@ class Ladder:
         down = delta > 0
         if not down:
             self._last_up = self._seen
-        elif self._last_up is not None and self._seen - self._last_up <= 2 * self.hold_now and self._relapses < 2:
+        elif self._last_up is not None and self._seen - self._last_up <= 2 * self.hold_now and self._relapses < 1:
             self._relapses += 1  # relapsed: wait longer before the next try
             self.hold_now = 2 * self.hold_now
         self.cause = None if self.level == 0 else (cause if down else self.cause)
