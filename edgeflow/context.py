@@ -14,10 +14,18 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgeflow.metrics import FlowStats
+if TYPE_CHECKING:
+    from edgeflow.metrics import FlowStats
 
 __all__ = ["RunContext"]
+
+
+def _new_stats() -> FlowStats:
+    from edgeflow.metrics import FlowStats
+
+    return FlowStats()
 
 
 @dataclass
@@ -25,7 +33,7 @@ class RunContext:
     """One run of a flow: its name, its counters, where dead letters go, and whether it was asked to stop."""
 
     flow_name: str
-    stats: FlowStats = field(default_factory=FlowStats)
+    stats: FlowStats = field(default_factory=_new_stats)
     dead_letter_path: Path | None = None
     recovery_dir: Path | None = None
     """Snapshot store folder (see :attr:`edgeflow.graph.Flow.recovery_dir`)."""

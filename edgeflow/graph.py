@@ -22,12 +22,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ValidationError
-
-from edgeflow.context import RunContext
 from edgeflow.errors import FlowValidationError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from edgeflow.context import RunContext
 
 __all__ = ["Flow", "KeyedLogic", "MapLogic", "Schema", "Step", "StepContext", "StepKind", "Stream", "build_config"]
 
@@ -99,6 +101,7 @@ class MapLogic:
 class StepContext:
     """What a step's ``build`` factory gets when a compiled flow starts running.
 
+    >>> from edgeflow.context import RunContext
     >>> ctx = StepContext("win", (Schema("samples", channels=("x",)),), Schema("windows"), RunContext("demo"))
     >>> ctx.input.channels
     ('x',)
@@ -223,6 +226,8 @@ def build_config(step_id: str, model: type[BaseModel], /, **settings: Any) -> An
     ...
     edgeflow.errors.FlowValidationError: step 'win': field 'size' got 0: Input should be greater than 0...
     """
+    from pydantic import ValidationError
+
     try:
         return model(**settings)
     except ValidationError as exc:

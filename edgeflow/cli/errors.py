@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import typer
-from rich.markup import escape
 
-from edgeflow.terminal import err
+from edgeflow import terminal
 
 __all__ = ["Options", "debug_enabled", "fail"]
 
@@ -43,9 +42,11 @@ def fail(headline: str, exc: BaseException, code: int, *, debug: bool = False) -
     >>> result.exit_code, result.output
     (4, 'cannot go: no [road] here\n')
     """
+    from rich.markup import escape
+
     if debug:
         sys.stderr.write("".join(traceback.format_exception(exc)))
-    err.print(f"[red]{escape(headline)}[/red]: {escape(str(exc))}")
+    terminal.err.print(f"[red]{escape(headline)}[/red]: {escape(str(exc))}")
     if not debug and exc.__cause__ is not None:
-        err.print("[dim](edgeflow --debug ... shows the full traceback)[/dim]")
+        terminal.err.print("[dim](edgeflow --debug ... shows the full traceback)[/dim]")
     raise typer.Exit(code)

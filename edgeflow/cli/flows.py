@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,12 +26,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from edgeflow import terminal
 from edgeflow.cli.errors import debug_enabled, fail
 from edgeflow.errors import EdgeflowError, FlowValidationError
 from edgeflow.loader import FlowLoadError, load_flow, user_code_line
-from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED, EXIT_NO_RESULT, err
+from edgeflow.terminal import EXIT_FAILED, EXIT_INVALID, EXIT_LOAD_FAILED, EXIT_NO_RESULT
 
 if TYPE_CHECKING:
+    import subprocess
+
     from edgeflow.compiler import CompiledFlow
     from edgeflow.metrics import FlowStats
     from edgeflow.runtime import RunReport
@@ -84,7 +84,7 @@ def _named(exc: Exception) -> Exception:
 def validate(ctx: typer.Context, target: FlowArg) -> None:
     """Check a flow (graph, settings, files, shapes) without running it."""
     compiled = compile_target(target, debug=debug_enabled(ctx))
-    err.print(
+    terminal.err.print(
         f"[green]ok[/green] flow {compiled.flow.name!r}: {len(compiled.order)} steps, "
         f"{len(compiled.stages)} engine steps"
     )
@@ -151,7 +151,7 @@ def run(
 
     debug = debug_enabled(ctx)
     health = HealthConfig(uplink_down_s=health_uplink_s, stall_s=health_stall_s or None)
-    show = not quiet and (err.is_terminal if progress is None else progress)
+    show = not quiet and (terminal.err.is_terminal if progress is None else progress)
     if processes > 1 and addresses is None:
         options = ["-w", str(workers), "--metrics-host", metrics_host]
         options += ["--health-uplink-s", str(health_uplink_s), "--health-stall-s", str(health_stall_s)]
@@ -174,7 +174,7 @@ def run(
         def ticks(stats: FlowStats) -> None:
             write_status(folder, child, stats, name)
 
-    elif show and err.is_terminal:
+    elif show and terminal.err.is_terminal:
         from edgeflow.observe.live import LiveView
 
         seen: list[FlowStats] = []  # the run's stats, once the run has made them
@@ -183,12 +183,12 @@ def run(
             if not seen:
                 seen.append(stats)
 
-        view = LiveView(compiled.name, lambda: [("", stats.to_json()) for stats in seen], err)
+        view = LiveView(compiled.name, lambda: [("", stats.to_json()) for stats in seen], terminal.err)
     elif show:
         from edgeflow.observe.live import status_line
 
         def ticks(stats: FlowStats) -> None:
-            err.print(status_line(stats.to_json()), markup=False)
+            terminal.err.print(status_line(stats.to_json()), markup=False)
 
     peers = addresses.split(";") if addresses else None
     share = None
@@ -233,10 +233,10 @@ def _finish(report: RunReport, *, quiet: bool) -> None:
     """Print the report (unless *quiet*) and exit 5 when its result cannot be trusted."""
     if not quiet:
         for line in report.lines():
-            err.print(line, markup=False)
+            terminal.err.print(line, markup=False)
     if report.problem is not None:
-        err.print(f"[red]no trustworthy result[/red] from flow {report.flow!r}: ", end="")
-        err.print(report.problem, markup=False)
+        terminal.err.print(f"[red]no trustworthy result[/red] from flow {report.flow!r}: ", end="")
+        terminal.err.print(report.problem, markup=False)
         raise typer.Exit(EXIT_NO_RESULT)
 
 
@@ -270,6 +270,10 @@ def _spawn_cluster(
     children run in their own session: Ctrl-C or SIGTERM here is passed on once, so they stop
     cleanly. A child that fails stops the others.
     """
+    import shutil
+    import subprocess
+    import tempfile
+
     from edgeflow.observe.cluster import StderrForwarder, read_statuses
     from edgeflow.observe.report import load_parts, merge_reports, write_report
 
@@ -291,10 +295,10 @@ def _spawn_cluster(
             from edgeflow.observe.live import LineView, LiveView
 
             statuses = lambda: read_statuses(folder, processes)  # noqa: E731
-            if err.is_terminal:
-                view = LiveView(target, statuses, err)
+            if terminal.err.is_terminal:
+                view = LiveView(target, statuses, terminal.err)
             else:
-                view = LineView(statuses, lambda line: err.print(line, markup=False))
+                view = LineView(statuses, lambda line: terminal.err.print(line, markup=False))
         with view, _passing_signals_to(procs):
             codes = _wait_for(procs)
         for forwarder in forwarders:
@@ -307,7 +311,7 @@ def _spawn_cluster(
         parts = load_parts(folder, processes)
         missing = [i for i, part in enumerate(parts) if part is None]
         if missing:
-            err.print(f"[red]no report[/red] from process {', '.join(map(str, missing))} of flow {target!r}")
+            terminal.err.print(f"[red]no report[/red] from process {', '.join(map(str, missing))} of flow {target!r}")
             return EXIT_FAILED
         report = merge_reports([part for part in parts if part is not None])
         if report_json is not None:
@@ -370,7 +374,7 @@ def init(directory: Annotated[Path, typer.Argument(help="New project folder")]) 
         fail("cannot init", exc, EXIT_FAILED)
     for path in created:
         typer.echo(str(path))
-    err.print(f"[green]ready[/green]: cd {directory} && edgeflow run flows/example.py && python -m pytest")
+    terminal.err.print(f"[green]ready[/green]: cd {directory} && edgeflow run flows/example.py && python -m pytest")
 
 
 def register(app: typer.Typer) -> None:
