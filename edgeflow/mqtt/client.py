@@ -48,6 +48,8 @@ RECEIVE_MAXIMUM = 65_535
 before the first acknowledgement (the broker's ``max_inflight_messages``, 20 by default, applies otherwise)."""
 
 _log = logging.getLogger("edgeflow.mqtt")
+_READ_SIZE = 65_536
+"""Bytes the client asks the socket for at once (paho asks per packet field)."""
 _warned_plaintext: set[str] = set()  # addresses already warned about, so each is named once per process
 _warned_lock = threading.Lock()
 
@@ -283,7 +285,20 @@ def _client_class() -> type:
     from paho.mqtt.client import Client
 
     class EdgeflowClient(Client):  # type: ignore[misc]
+        """paho's client reading the socket in large pieces.
+
+        paho reads each packet with three or more ``recv`` calls (the command byte, each length byte, the rest)
+        and one ``select`` per packet, and writes each packet with its own ``send`` (after waking its own thread
+        through a socket pair, even for a PUBACK it queues itself); here one ``recv`` of up to 64 KiB feeds many
+        packets, ``loop_read`` handles every packet already read before paho selects again, a packet paho's thread
+        queues wakes nobody, and ``loop_write`` joins queued packets into one ``send`` (:func:`_coalesce`). Socket,
+        TLS and protocol are paho's.
+        """
+
         last_error: BaseException | None = None
+        _rbuf: bytes = b""
+        _rpos: int = 0
+        _rsock: Any = None
 
         def reconnect(self) -> Any:
             try:
@@ -292,7 +307,74 @@ def _client_class() -> type:
                 self.last_error = exc
                 raise
 
+        def _sock_recv(self, bufsize: int) -> bytes:
+            if self._rsock is not self._sock:  # a new connection: bytes of the old one are void
+                self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+            pos = self._rpos
+            if pos >= len(self._rbuf):
+                data = super()._sock_recv(_READ_SIZE)
+                if len(data) <= bufsize:  # also b"": the connection was closed
+                    return data
+                self._rbuf, pos = data, 0
+            end = pos + bufsize
+            self._rpos = end
+            return self._rbuf[pos:end]
+
+        def loop_read(self, max_packets: int = 1) -> Any:
+            rc = super().loop_read(max_packets)
+            while not rc and self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf):
+                rc = super().loop_read(1)
+            return rc
+
+        def _packet_queue(self, command: int, packet: bytes, mid: int, qos: int, info: Any = None) -> Any:
+            if self._thread is None or threading.current_thread() is not self._thread:
+                return super()._packet_queue(command, packet, mid, qos, info)
+            # queued by paho's own network thread (a PUBACK while reading): its loop writes it next, so the
+            # wake-up byte paho sends itself through a socket pair for every packet is not needed
+            self._out_packet.append(
+                {
+                    "command": command,
+                    "mid": mid,
+                    "qos": qos,
+                    "pos": 0,
+                    "to_process": len(packet),
+                    "packet": packet,
+                    "info": info,
+                }
+            )
+            return 0
+
+        def loop_write(self) -> Any:
+            if len(self._out_packet) > 1:
+                _coalesce(self._out_packet)
+            return super().loop_write()
+
     return EdgeflowClient
+
+
+def _coalesce(out: Any, limit: int = 1024) -> None:
+    """Join the packets at the head of paho's output queue *out* into one, so they go out in one ``send``.
+
+    Only whole packets that need nothing after being written are joined: QoS 1 publishes (done at their
+    PUBACK), acknowledgements, subscriptions; a QoS 0 publish (done once written), a DISCONNECT or a packet
+    partly written stop the run.
+    """
+    from paho.mqtt.client import DISCONNECT, PUBACK, PUBLISH
+
+    taken: list[Any] = []
+    while out and len(taken) < limit:
+        packet = out[0]
+        command = packet["command"] & 0xF0
+        if packet["pos"] or command == DISCONNECT or (command == PUBLISH and packet["qos"] == 0):
+            break
+        taken.append(out.popleft())
+    if len(taken) < 2:
+        out.extendleft(taken)
+        return
+    joined = b"".join([packet["packet"] for packet in taken])
+    out.appendleft(
+        {"command": PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(joined), "packet": joined, "info": None}
+    )
 
 
 def make_client(cfg: BrokerConfig, client_id: str, *, clean_session: bool = True) -> Any:

@@ -51,7 +51,11 @@ class HandOff(Generic[T]):
         self.blocked_ns = 0
 
     def put(self, item: T) -> None:
-        """Append *item*, applying the overload policy when full."""
+        """Append *item*, applying the overload policy when full (one thread puts, another takes)."""
+        items = self._items
+        if len(items) < self.capacity:  # only this thread adds: the room seen cannot shrink before the append
+            items.append(item)
+            return
         with self._room:
             if len(self._items) >= self.capacity:
                 if self.policy == "block":

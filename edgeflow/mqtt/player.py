@@ -13,6 +13,7 @@ Recordings are read by :func:`edgeflow.recordings.read_recording`, the parser re
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -56,6 +57,53 @@ class PublishReport:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
+_INFLIGHT = 4096
+"""Unacknowledged QoS 1 messages a publisher keeps in flight (paho's default is 20; Mosquitto's own limit applies)."""
+_WRITE_EVERY = 32
+"""Messages queued before the publisher writes them to the socket in one ``send`` and reads acknowledgements."""
+
+
+def _no_op(*_args: Any) -> None:
+    """Do nothing: as paho's ``on_socket_register_write`` hook it makes ``publish()`` queue without writing."""
+
+
+@functools.cache
+def _packed_properties() -> tuple[Any, Any]:
+    """Return a paho PUBLISH properties class packing from bytes made once, and paho's length encoder."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties, VariableByteIntegers
+
+    class PackedProperties(Properties):  # type: ignore[misc]
+        """User properties already in wire form (paho builds name tables per instance and packs by scanning)."""
+
+        packetType = PacketTypes.PUBLISH
+
+        def __init__(self, packed: bytes, pairs: list[tuple[str, str]]) -> None:
+            object.__setattr__(self, "_packed", packed)
+            object.__setattr__(self, "UserProperty", pairs)
+
+        def pack(self) -> bytes:
+            return self._packed  # type: ignore[no-any-return]
+
+        def __str__(self) -> str:
+            return str({"UserProperty": self.UserProperty})
+
+    return PackedProperties, VariableByteIntegers.encode
+
+
+def _user_properties(props: dict[str, str]) -> Any:
+    """Return MQTT v5 PUBLISH properties holding *props* as user properties, in wire form."""
+    cls, encode = _packed_properties()
+    body = b"".join([b"\x26" + _utf8(k) + _utf8(v) for k, v in props.items()])  # 0x26: User Property
+    return cls(encode(len(body)) + body, list(props.items()))
+
+
+def _utf8(text: str) -> bytes:
+    """Encode *text* as an MQTT UTF-8 string: two-byte length, then the bytes."""
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
 class _NoSessionError(Exception):
     """The broker refused the client or sent no CONNACK."""
 
@@ -81,7 +129,10 @@ class Publisher:
         self._connected = False
         self._refused: str | None = None
         self.client = make_client(broker, f"edgeflow-publish-{self.publisher_id}")
-        self.client.max_inflight_messages_set(1000)
+        self.client.max_inflight_messages_set(_INFLIGHT)
+        self.client.max_queued_messages_set(0)  # 0: no limit (the pace bounds what waits)
+        # an external-loop write hook: publish() only queues; our loop() writes the queue in one send
+        self.client.on_socket_register_write = _no_op
         self.client.on_publish = self._on_publish
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -153,16 +204,10 @@ class Publisher:
         away = 0.0
         if not self._connected:
             away = self._reconnect()
-        properties = None
-        if props and self.broker.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = list(props.items())
+        properties = _user_properties(props) if props and self.broker.protocol == "5" else None
         self.client.publish(topic, payload, qos=self.qos, properties=properties)
         self.sent += 1
-        if self.sent % 64 == 0:
+        if self.sent % _WRITE_EVERY == 0:
             self.client.loop(0)
         return away
 

@@ -57,6 +57,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from time import perf_counter_ns
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -240,6 +241,8 @@ class MqttSourcePartition:
         self._letters_in_flight: list[Any] = []  # paho MQTTMessageInfo of dead letters sent to dead_letter_topic
         self._idle = False
         self._reported = {"dropped": 0, "blocked": 0}
+        self._depth = 0  # the hand-off queue's depth last added to the run's ``queue.depth`` gauge
+        self._ready_name = f"source:{step_id}"
         self._emitted = state.emitted
         self._newest = dict(state.newest_ts)
         self._seen = dict(state.newest_ts)  # sensors not yet past their resumed timestamp
@@ -271,7 +274,7 @@ class MqttSourcePartition:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._live = not self._ended()  # a stream that ended before its snapshot does not subscribe again
-        if self._live:
+        if self._live:  # ``/readyz`` waits for the first SUBACK (``mqtt.subscriptions``), then follows set_ready
             connect_async(
                 self._client,
                 cfg.broker,
@@ -323,18 +326,21 @@ class MqttSourcePartition:
         if failed:
             _log.warning("%s: subscription refused: %s", self._step_id, failed)
         self._stats.count("mqtt.subscriptions")
+        self._stats.set_ready(self._ready_name, not failed)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         self._gen += 1  # acknowledgements of this connection's messages are void: the broker sends them again
         if not self._connects:  # a refused or failed attempt, not a lost connection
             return
+        self._stats.set_ready(self._ready_name, False)
         self._stats.count("mqtt.disconnects")
         _log.info("%s: disconnected from %s: %s", self._step_id, self._cfg.broker.address, reason_code)
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        """On paho's thread: only queue the message's parts (decoding is the worker's, many messages at once)."""
         props = _user_props(message) if self._wants_props else None
         ack = (self._gen, message.mid) if self._manual and message.qos == 1 else None
-        self._queue.put(_Message(message.topic, message.payload, props, time.perf_counter_ns(), bool(message.dup), ack))
+        self._queue.put(_Message(message.topic, message.payload, props, perf_counter_ns(), message.dup, ack))
 
     def _on_drop(self, message: _Message) -> None:
         """Note that the hand-off queue dropped *message* (``mqtt.dropped``, not lost upstream); ack it later."""
@@ -355,12 +361,17 @@ class MqttSourcePartition:
             self._letters_in_flight.append(info)
         return letter
 
-    def _report_queue(self) -> None:
+    def _report_queue(self, depth: int | None = None) -> None:
+        """Count new drops and blocking episodes; set this partition's part of the ``queue.depth`` gauge."""
         for name in ("dropped", "blocked"):
             now = getattr(self._queue, name)
             if now != self._reported[name]:
                 self._stats.count(f"mqtt.{name}", now - self._reported[name])
                 self._reported[name] = now
+        depth = len(self._queue) if depth is None else depth
+        if depth != self._depth:
+            self._stats.add_gauge("queue.depth", depth - self._depth)  # summed over partitions and processes
+            self._depth = depth
 
     def _finished(self) -> bool:
         cfg = self._cfg
@@ -552,8 +563,8 @@ class MqttSourcePartition:
             self._stats.count("mqtt.acked", acked)
 
     def close(self) -> None:
-        self._report_queue()
         left = len(self._queue)
+        self._report_queue(0)
         if left:  # received but never read: the flow ended first
             self._stats.count("mqtt.after_end", left)
         if self._lost:
