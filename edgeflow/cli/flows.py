@@ -224,9 +224,11 @@ def run(
 
 def _tick_s(child: bool, lines: bool) -> float:
     """How often the run calls back: a child's status file and the live view often, progress lines every second."""
-    from edgeflow.observe.cluster import STATUS_EVERY_S
+    if child:
+        from edgeflow.observe.cluster import STATUS_EVERY_S
 
-    return STATUS_EVERY_S if child else (1.0 if lines else 0.1)
+        return STATUS_EVERY_S
+    return 1.0 if lines else 0.1
 
 
 def _finish(report: RunReport, *, quiet: bool) -> None:
