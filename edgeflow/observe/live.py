@@ -16,18 +16,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from rich.console import Console, Group, RenderableType
-from rich.constrain import Constrain
-from rich.live import Live
-from rich.panel import Panel
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from edgeflow.metrics import FlowStats, Histogram, is_loss
 from edgeflow.records import to_datetime
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 __all__ = ["LineView", "LiveView", "Part", "progress_fraction", "render", "status_line"]
 
@@ -117,11 +112,19 @@ def render(
     """Return the live panel for *parts* (one per process); *rate* is the recent samples/s, *eta_s* the time left.
 
     >>> import io
+    >>> from rich.console import Console
     >>> console = Console(width=100, record=True, file=io.StringIO())
     >>> console.print(render("demo", [("", FlowStats(samples_in=5).to_json())]))
     >>> "p50 -" in console.export_text() and "nan" not in console.export_text()
     True
     """
+    from rich.console import Group
+    from rich.constrain import Constrain
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     data = _total(parts)
     lat = data["latency"]
     elapsed = float(data.get("elapsed_s") or 0.0)
@@ -235,6 +238,8 @@ class LiveView:
     def __init__(
         self, flow: str, snapshot: Callable[[], Sequence[Part]], console: Console, refresh_per_second: float = 4.0
     ) -> None:
+        from rich.live import Live
+
         self._flow = flow
         self._snapshot = snapshot
         self._history: deque[tuple[float, int, float | None]] = deque()
@@ -250,6 +255,8 @@ class LiveView:
     def _render(self) -> RenderableType:
         parts = self._snapshot()
         if not parts:
+            from rich.text import Text
+
             return Text(f"edgeflow run · {self._flow} · starting", style="dim")
         samples = sum(d["samples_in"] for _label, d in parts)
         fraction = progress_fraction(_total(parts)) if len(parts) > 1 else progress_fraction(parts[0][1])
