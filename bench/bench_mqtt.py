@@ -414,17 +414,27 @@ def publish_backlog(address: str, prefix: str, per_sensor: int, publishers: int)
     return sum(json.loads(p.communicate()[0])["sent"] for p in procs)
 
 
-def drain_rate(rx: Receiver, prefix: str, expected: int, messages: int) -> float:
-    """Messages/s the consumer worked through its backlog: between the first and the last verdict of it."""
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process *pid* used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain_rate(rx: Receiver, prefix: str, expected: int, messages: int, pid: int) -> tuple[float, float]:
+    """Messages/s the consumer worked through its backlog (first to last verdict of it), and its CPU µs each."""
     deadline = time.perf_counter() + 120
+    while not rx.of(prefix) and time.perf_counter() < deadline:
+        time.sleep(0.001)
+    cpu0 = cpu_s(pid)
     while len(rx.of(prefix)) < expected and time.perf_counter() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.001)
+    cpu1 = cpu_s(pid)
     got = rx.of(prefix)
     if len(got) < expected:
-        return 0.0
+        return 0.0, 0.0
     first, last = got[0][0], got[-1][0]
-    done_first = SENSORS * SIZE  # messages it took to close the first windows
-    return (messages - done_first) / ((last - first) / 1e9)
+    done = messages - SENSORS * SIZE  # after the first windows closed
+    return done / ((last - first) / 1e9), (cpu1 - cpu0) / done * 1e6
 
 
 def run_consumer(
@@ -437,7 +447,7 @@ def run_consumer(
     queued = publish_backlog(address, f"{which}drain", per_sensor, publishers)
     proc = _spawn(f"--serve-{which}", address, client_id)
     try:
-        drained = drain_rate(rx, f"{which}drain", _expected(per_sensor), queued)
+        drained, cpu_us = drain_rate(rx, f"{which}drain", _expected(per_sensor), queued, proc.pid)
         latency_phase_warmup(address, rx, proc)
         lat = latency_phase(address, rx, f"{which}lat", 5000.0, seconds)
         sent = queued + SENSORS * int(5000.0 * seconds / SENSORS)
@@ -468,6 +478,7 @@ def run_consumer(
         "steps": steps,
         "best": best if clean else 0.0,
         "drain": drained if clean else 0.0,
+        "cpu_us": cpu_us,
         "stats": stats,
         "sent": sent,
         "clean": clean,
@@ -535,7 +546,7 @@ def main() -> None:
                     for s in res["steps"]
                 )
                 print(
-                    f"round {r + 1} {which}: drain {res['drain']:,.0f} msg/s; "
+                    f"round {r + 1} {which}: drain {res['drain']:,.0f} msg/s, {res['cpu_us']:.1f} CPU us/msg; "
                     f"p50 {res['lat']['p50']:.2f} ms p99 {res['lat']['p99']:.2f} ms "
                     f"({res['lat']['got']}/{res['lat']['expected']} verdicts); {steps}; "
                     f"sent {res['sent']:,}, counters {res['stats']}",
@@ -550,16 +561,16 @@ def main() -> None:
     )
     print(
         "| consumer (equal work: JSON decode, 128 Hz windows 32/8, rms+std, z-score, QoS 1 verdict per window) "
-        "| sustained msg/s, nothing lost (1 sample/msg) | backlog drained, msg/s | p50 ms @ 5k msg/s "
-        "| p99 ms @ 5k msg/s |"
+        "| sustained msg/s, nothing lost (1 sample/msg) | backlog drained, msg/s | CPU µs per message (backlog) "
+        "| p50 ms @ 5k msg/s | p99 ms @ 5k msg/s |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|")
     names = {"flow": "edgeflow (`mqtt_source` ... `mqtt_sink`)", "baseline": "baseline: plain paho + json + numpy loop"}
     for which in ("flow", "baseline"):
         rs = results[which]
         print(
             f"| {names[which]} | {_span([x['best'] for x in rs], ',.0f')} | "
-            f"{_span([x['drain'] for x in rs], ',.0f')} | "
+            f"{_span([x['drain'] for x in rs], ',.0f')} | {_span([x['cpu_us'] for x in rs], '.1f')} | "
             f"{_span([x['lat']['p50'] for x in rs], '.2f')} | {_span([x['lat']['p99'] for x in rs], '.2f')} |"
         )
     print(
