@@ -287,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _bench(folder: Path, rounds: int, compare: Path | None = None) -> None:
     flow, plain = _write_inputs(folder)
-    env = dict(os.environ)
+    # This checkout's edgeflow, however (or wherever) the package is installed; every row gets the same path entry.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cached = {**env, "PYTHONPYCACHEPREFIX": str(folder / "pycache")}
     cached.pop("PYTHONDONTWRITEBYTECODE", None)
     py = sys.executable

@@ -7,6 +7,7 @@ Each check runs in a fresh interpreter and looks at ``sys.modules``; none times 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,8 @@ eo.summarize("summary", eo.zscore_detector("detect", f, warmup=5), every_s=10, s
 def _loaded_after(code: str, cwd: Path = ROOT) -> set[str]:
     """Run *code* in a fresh interpreter; return the names in its ``sys.modules`` afterwards."""
     probe = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=cwd)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stdout.splitlines()[-1]))
 
