@@ -14,6 +14,7 @@ BrokerConfig(host='broker.local', port=8884, username='edge', password=SecretStr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -21,6 +22,7 @@ import os
 import socket
 import ssl
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -296,6 +298,7 @@ def _client_class() -> type:
         """
 
         last_error: BaseException | None = None
+        _quiet = False  # queue packets without waking paho's thread (ack_many wakes it once)
         _rbuf: bytes = b""
         _rpos: int = 0
         _rsock: Any = None
@@ -326,8 +329,34 @@ def _client_class() -> type:
                 rc = super().loop_read(1)
             return rc
 
+        def ack_many(self, mids: Iterable[int]) -> int:
+            """Acknowledge the QoS 1 messages *mids* (manual acknowledgements) and wake paho's thread once.
+
+            Return how many were acknowledged.
+            """
+            n = 0
+            self._quiet = True
+            try:
+                for mid in mids:
+                    self.ack(mid, 1)
+                    n += 1
+            finally:
+                self._quiet = False
+            if n:
+                self._wake()
+            return n
+
+        def _wake(self) -> None:
+            """Make paho's network thread write what is queued (what ``_packet_queue`` does after each packet)."""
+            pair = self._sockpairW
+            if pair is not None:
+                with contextlib.suppress(BlockingIOError):
+                    pair.send(b"0")
+            if self._thread is None and self._on_socket_register_write is None and self._sock is not None:
+                self.loop_write()
+
         def _packet_queue(self, command: int, packet: bytes, mid: int, qos: int, info: Any = None) -> Any:
-            if self._thread is None or threading.current_thread() is not self._thread:
+            if not self._quiet and (self._thread is None or threading.current_thread() is not self._thread):
                 return super()._packet_queue(command, packet, mid, qos, info)
             # queued by paho's own network thread (a PUBACK while reading): its loop writes it next, so the
             # wake-up byte paho sends itself through a socket pair for every packet is not needed

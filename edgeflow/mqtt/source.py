@@ -555,10 +555,7 @@ class MqttSourcePartition:
         acked = 0
         while len(self._covered) > self._cfg.ack_lag_snapshots:
             gen = self._gen
-            for message_gen, mid in self._covered.popleft():
-                if message_gen == gen:
-                    self._client.ack(mid, 1)
-                    acked += 1
+            acked += self._client.ack_many([mid for message_gen, mid in self._covered.popleft() if message_gen == gen])
         if acked:
             self._stats.count("mqtt.acked", acked)
 
