@@ -15,12 +15,12 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import functools
 import importlib.util
 import inspect
 import linecache
 import re
 import sys
-import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -32,9 +32,17 @@ from edgeflow.graph import Flow
 __all__ = ["FlowLoadError", "load_flow", "user_code_line"]
 
 _EDGEFLOW_DIR = Path(__file__).resolve().parent
-_LIBRARY_DIRS = tuple(
-    Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if (p := sysconfig.get_paths().get(key))
-)
+
+
+@functools.cache
+def _library_dirs() -> tuple[Path, ...]:
+    """Return the standard library's and the installed packages' folders (looked up when an error needs them)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return tuple(Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib") if (p := paths.get(key)))
+
+
 _UNEXPECTED_KEYWORD = re.compile(r"(?P<func>[\w.<>]+)\(\) got an unexpected keyword argument '(?P<kw>\w+)'")
 
 
@@ -73,7 +81,7 @@ def _is_user_code(filename: str) -> bool:
     if filename.startswith("<"):
         return False
     resolved = Path(filename).resolve()
-    return not any(resolved.is_relative_to(folder) for folder in (_EDGEFLOW_DIR, *_LIBRARY_DIRS))
+    return not any(resolved.is_relative_to(folder) for folder in (_EDGEFLOW_DIR, *_library_dirs()))
 
 
 def _frames(tb: TracebackType | None) -> list[TracebackType]:
