@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -298,6 +298,10 @@ def _client_class() -> type:
         """
 
         last_error: BaseException | None = None
+        on_message_parts: Callable[[str, bytes, dict[str, str] | None, bool, int, int], None] | None = None
+        """Set: QoS 0/1 PUBLISH packets that carry at most user properties go to it as ``(topic, payload,
+        user properties, dup, qos, mid)``, read straight from the packet (no ``MQTTMessage``, no paho
+        ``Properties``, no callback matching); others still go to ``on_message``."""
         _quiet = False  # queue packets without waking paho's thread (ack_many wakes it once)
         _rbuf: bytes = b""
         _rpos: int = 0
@@ -328,6 +332,17 @@ def _client_class() -> type:
             while not rc and self._sock is not None and self._rsock is self._sock and self._rpos < len(self._rbuf):
                 rc = super().loop_read(1)
             return rc
+
+        def _handle_publish(self) -> Any:
+            handler = self.on_message_parts
+            parts = _publish_parts(self._in_packet["command"], self._in_packet["packet"], self._protocol == 5)
+            if handler is None or parts is None:  # QoS 2, other properties, a topic not UTF-8...: paho's way
+                return super()._handle_publish()
+            topic, payload, props, dup, qos, mid = parts
+            handler(topic, payload, props, dup, qos, mid)
+            if qos == 1 and not self._manual_ack:
+                return self._send_puback(mid)
+            return 0
 
         def ack_many(self, mids: Iterable[int]) -> int:
             """Acknowledge the QoS 1 messages *mids* (manual acknowledgements) and wake paho's thread once.
@@ -379,6 +394,61 @@ def _client_class() -> type:
             return super().loop_write()
 
     return EdgeflowClient
+
+
+def _publish_parts(
+    header: int, packet: bytes | bytearray, v5: bool
+) -> tuple[str, bytes, dict[str, str] | None, bool, int, int] | None:
+    r"""Read a PUBLISH packet's topic, payload, user properties, DUP flag, QoS and packet id.
+
+    ``None`` for what paho should handle itself: QoS 2, a property other than user properties, text that is
+    not UTF-8, a malformed packet.
+
+    >>> _publish_parts(0x32, b"\x00\x03a/b\x00\x07\x00hi", True)
+    ('a/b', b'hi', None, False, 1, 7)
+    >>> _publish_parts(0x3A, b"\x00\x01t\x00\x01\x0a\x26\x00\x03seq\x00\x0212x", True)
+    ('t', b'x', {'seq': '12'}, True, 1, 1)
+    """
+    qos = (header & 0x06) >> 1
+    if qos == 2:
+        return None
+    try:
+        size = (packet[0] << 8) | packet[1]
+        pos = 2 + size
+        topic = bytes(packet[2:pos]).decode("utf-8")
+        mid = 0
+        if qos:
+            mid = (packet[pos] << 8) | packet[pos + 1]
+            pos += 2
+        props = None
+        if v5:
+            length = shift = 0
+            while True:  # variable byte integer
+                byte = packet[pos]
+                pos += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            end = pos + length
+            if length:
+                props = {}
+                while pos < end:
+                    if packet[pos] != 0x26:  # anything but a user property: paho reads it
+                        return None
+                    klen = (packet[pos + 1] << 8) | packet[pos + 2]
+                    key = bytes(packet[pos + 3 : pos + 3 + klen]).decode("utf-8")
+                    pos += 3 + klen
+                    vlen = (packet[pos] << 8) | packet[pos + 1]
+                    props[key] = bytes(packet[pos + 2 : pos + 2 + vlen]).decode("utf-8")
+                    pos += 2 + vlen
+                if pos != end:
+                    return None
+        if pos > len(packet) or not topic:
+            return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return topic, bytes(packet[pos:]), props, bool(header & 0x08), qos, mid
 
 
 def _coalesce(out: Any, limit: int = 1024) -> None:

@@ -272,6 +272,7 @@ class MqttSourcePartition:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_message_parts = self._on_parts
         self._client.on_subscribe = self._on_subscribe
         self._live = not self._ended()  # a stream that ended before its snapshot does not subscribe again
         if self._live:  # ``/readyz`` waits for the first SUBACK (``mqtt.subscriptions``), then follows set_ready
@@ -341,6 +342,13 @@ class MqttSourcePartition:
         props = _user_props(message) if self._wants_props else None
         ack = (self._gen, message.mid) if self._manual and message.qos == 1 else None
         self._queue.put(_Message(message.topic, message.payload, props, perf_counter_ns(), message.dup, ack))
+
+    def _on_parts(
+        self, topic: str, payload: bytes, props: dict[str, str] | None, dup: bool, qos: int, mid: int
+    ) -> None:
+        """On paho's thread: the same as :meth:`_on_message`, from the packet's parts (the usual way)."""
+        ack = (self._gen, mid) if self._manual and qos == 1 else None
+        self._queue.put(_Message(topic, payload, props if self._wants_props else None, perf_counter_ns(), dup, ack))
 
     def _on_drop(self, message: _Message) -> None:
         """Note that the hand-off queue dropped *message* (``mqtt.dropped``, not lost upstream); ack it later."""
