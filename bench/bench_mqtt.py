@@ -402,6 +402,7 @@ def rate_phase(address: str, rx: Receiver, prefix: str, rate: float, seconds: fl
         "expected": expected,
         "sent": sum(o["sent"] for o in outs),
         "ok": got == expected and achieved >= 0.95 * rate and all(o["acked"] for o in outs),
+        "short": achieved < 0.95 * rate,
     }
 
 
@@ -541,7 +542,8 @@ def main() -> None:
                 res = run_consumer(which, broker.address, rates, seconds, args.publishers, args.backlog)
                 results[which].append(res)
                 steps = ", ".join(
-                    f"{s['rate'] / 1000:g}k {'ok' if s['ok'] else 'NO'} (sent at {s['achieved']:,.0f}/s, "
+                    f"{s['rate'] / 1000:g}k {'ok' if s['ok'] else 'NO'}{' - publishers short' if s['short'] else ''} "
+                    f"(sent at {s['achieved']:,.0f}/s, "
                     f"verdicts {s['got']}/{s['expected']})"
                     for s in res["steps"]
                 )
@@ -572,6 +574,13 @@ def main() -> None:
             f"| {names[which]} | {_span([x['best'] for x in rs], ',.0f')} | "
             f"{_span([x['drain'] for x in rs], ',.0f')} | {_span([x['cpu_us'] for x in rs], '.1f')} | "
             f"{_span([x['lat']['p50'] for x in rs], '.2f')} | {_span([x['lat']['p99'] for x in rs], '.2f')} |"
+        )
+    for which in ("flow", "baseline"):
+        stops = [x["steps"][-1] for x in results[which] if x["steps"] and not x["steps"][-1]["ok"]]
+        short = sum(1 for st in stops if st["short"])
+        print(
+            f"\n{names[which].split(' (')[0]}: the ladder stopped {len(stops)} times: {short} because the publishers "
+            f"could not offer the rate (the consumer not at fault), {len(stops) - short} because verdicts fell behind"
         )
     print(
         f"\nladder {', '.join(f'{x:,.0f}' for x in rates)} msg/s, {seconds:g} s each, {args.publishers} publisher "
