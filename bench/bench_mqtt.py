@@ -1,6 +1,6 @@
 """MQTT in, verdicts out, on loopback: edgeflow beside a plain paho + numpy loop doing the same work.
 
-    python bench/bench_mqtt.py                  # 3 interleaved rounds (~4 min), prints a Markdown table
+    python bench/bench_mqtt.py                  # 3 interleaved rounds (~3-5 min), prints a Markdown table
     python bench/bench_mqtt.py --rounds 1 --quick
 
 It starts its own Mosquitto on a free 127.0.0.1 port. Each round runs both
