@@ -242,6 +242,7 @@ class MqttSourcePartition:
         self._idle = False
         self._reported = {"dropped": 0, "blocked": 0}
         self._depth = 0  # the hand-off queue's depth last added to the run's ``queue.depth`` gauge
+        stats.add_gauge("queue.depth", 0)  # the gauge exists (0) from the start
         self._ready_name = f"source:{step_id}"
         self._emitted = state.emitted
         self._newest = dict(state.newest_ts)
