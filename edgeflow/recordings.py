@@ -42,6 +42,8 @@ DEFAULT_BATCH_ROWS = 8_192
 ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 262_144
 """A growing reader aims at this many rows per sensor in a batch, up to this many rows in all (~7 MB of arrays):
 with thousands of sensors, each sensor's share of a batch stays large enough to be worth a vectorized step."""
+RECENT_SENSORS = 16_384
+"""Sensor ids a growing reader remembers across batches (bounded: a flood of new ids costs at most this many)."""
 PARSE_ROWS = 16_384
 """Lines parsed at once: bounds the transient text and strings of a large batch."""
 _READ_BYTES = 1 << 20
@@ -255,9 +257,12 @@ class RecordingReader:
         self._sensor = sensor
         self._time = time_format or TimeFormat()
         self.batch_size = batch_size
-        """Lines read per :meth:`read`; with *grow*, it rises with the sensors seen (64 rows each, at most 65,536),
+        """Lines read per :meth:`read`; with *grow*, it rises with the sensors seen (64 rows each, at most 262,144),
         so each sensor's share of a batch stays large enough to be worth a vectorized step."""
         self._grow = grow
+        self._recent: dict[str, None] = {}
+        """Sensors of earlier batches, newest last, at most :data:`RECENT_SENSORS` (with *grow*): ids that come
+        back batch after batch recur too."""
         self._path = path
         self._file = _open_binary(path)
         self._plain = path.suffix != ".gz"
@@ -385,23 +390,39 @@ class RecordingReader:
                 parts.append(part)
                 if self._grow:
                     sensors.update(dict.fromkeys(part.names))
-                    self._grow_for(len(sensors), sum(map(len, parts)))
+                    self._grow_for(sensors, sum(map(len, parts)))
             if self.line == before:
                 break
+        if self._grow:
+            self._remember(sensors)
         if parts:
             return Chunk.concat(parts), dead
         if self.line > start or dead:  # lines read, none of them this partition's: not the end yet
             return Chunk.of([], len(self._values)), dead
         return None, dead
 
-    def _grow_for(self, sensors: int, rows: int) -> None:
+    def _grow_for(self, sensors: dict[str, None], rows: int) -> None:
         """Grow the batch to :data:`ROWS_PER_SENSOR` rows per sensor seen, when sensors recur.
 
-        Sensors that each sent one row (a flood of distinct ids) gain nothing from larger batches and would
-        only put more sensors in flight at once, so they do not make it grow.
+        Sensors recur when they send several rows in this batch, or when most of them were in the previous
+        batch too (more sensors than a batch has rows). Sensors that each sent one row and are never seen again
+        (a flood of distinct ids) gain nothing from larger batches and would only put more sensors in flight at
+        once, so they do not make it grow.
         """
-        if rows >= 2 * sensors:  # a split file holds the other partitions' rows too
-            self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * sensors * self._share[1], MAX_BATCH_ROWS))
+        recent = self._recent
+        again = sum(1 for name in sensors if name in recent) if recent else 0
+        if rows >= 2 * len(sensors) or 2 * again >= len(sensors):  # a split file holds other partitions' rows too
+            seen = len(sensors) + len(recent) - again
+            self.batch_size = max(self.batch_size, min(ROWS_PER_SENSOR * seen * self._share[1], MAX_BATCH_ROWS))
+
+    def _remember(self, sensors: dict[str, None]) -> None:
+        """Add a batch's sensors to the recent ones, forgetting the oldest beyond :data:`RECENT_SENSORS`."""
+        recent = self._recent
+        for name in sensors:
+            recent.pop(name, None)
+        recent.update(sensors)
+        if len(recent) > RECENT_SENSORS:
+            self._recent = dict.fromkeys(list(recent)[-RECENT_SENSORS:])
 
     def _read_part(self, lines: int) -> tuple[Chunk | None, list[DeadLetter]]:
         if self._ended and self._at >= len(self._buffer):

@@ -60,3 +60,34 @@ def test_the_vectorized_hash_is_the_scalar_one() -> None:
         assert owners_of_fields(np.frombuffer(raw, np.uint8), starts, ends, parts).tolist() == [
             share_of(n, parts) for n in names
         ]
+
+
+def _round_robin(path: Path, sensors: int, rounds: int, *, distinct: bool = False) -> Path:
+    with path.open("w") as f:
+        f.write("ts,sensor,v\n")
+        for i in range(sensors * rounds):
+            name = f"s{i}" if distinct else f"s{i % sensors}"
+            stamp = f"{i // 3_600_000:02d}:{i // 60_000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:03d}"
+            f.write(f"2026-01-01T{stamp}Z,{name},1\n")
+    return path
+
+
+def _batch_sizes(path: Path) -> list[int]:
+    reader = RecordingReader(path, ("v",), step_id="replay", batch_size=1024, grow=True)
+    sizes = []
+    while (chunk := reader.read()[0]) is not None:
+        sizes.append(len(chunk))
+    reader.close()
+    return sizes
+
+
+def test_batches_grow_when_more_sensors_than_rows_come_back(tmp_path: Path) -> None:
+    # 3,000 sensors in turn: no sensor repeats within a 1,024-row batch, but they come back batch after batch
+    sizes = _batch_sizes(_round_robin(tmp_path / "rr.csv", 3_000, 10))
+    assert sum(sizes) == 30_000
+    assert sizes[:2] == [1024, 1024] and max(sizes) > 2 * 3_000  # grown to many rows per sensor
+
+
+def test_a_flood_of_new_sensor_ids_does_not_grow_batches(tmp_path: Path) -> None:
+    sizes = _batch_sizes(_round_robin(tmp_path / "flood.csv", 3_000, 10, distinct=True))
+    assert sum(sizes) == 30_000 and max(sizes) == 1024
