@@ -86,10 +86,24 @@ class CompiledFlow:
         sources = [step for step in self.order if step.kind == "source"]
         return bool(sources) and all(getattr(step.config, "splits_by_sensor", False) for step in sources)
 
+    @property
+    def priorities(self) -> dict[str, str]:
+        """The sensors a step of the flow gives ``high`` priority (``eo.infer(priorities=...)``), for every step.
+
+        A sensor is high-priority when any step says so; the other sensors are normal.
+        """
+        high: dict[str, str] = {}
+        for step in self.order:
+            declared = getattr(step.config, "priorities", None)
+            if isinstance(declared, dict):
+                high.update((str(sensor), "high") for sensor, level in declared.items() if level == "high")
+        return high
+
     def context(self, step: Step, run: RunContext) -> StepContext:
         """Return the :class:`StepContext` *step*'s factory gets in *run*."""
         inputs = tuple(self.schemas[src] for src in step.inputs)
-        return StepContext(step.step_id, inputs, self.schemas[step.step_id], run, self.prepared.get(step.step_id))
+        schema, prepared = self.schemas[step.step_id], self.prepared.get(step.step_id)
+        return StepContext(step.step_id, inputs, schema, run, prepared, self.priorities)
 
     def build(self, step: Step, run: RunContext) -> Any:
         """Call *step*'s factory for *run*."""

@@ -115,6 +115,9 @@ class StepContext:
     run: RunContext
     prepared: Any = None
     """What the step's ``check`` returned at compile time (a loaded model, a probed broker...)."""
+    priorities: dict[str, str] = field(default_factory=dict)
+    """The flow's sensor priorities (sensor -> ``"high"``), from every step that declares them (``eo.infer``'s
+    ``priorities=``): a source can hand high-priority sensors' input on first."""
 
     @property
     def input(self) -> Schema:

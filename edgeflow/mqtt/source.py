@@ -75,11 +75,11 @@ from edgeflow.mqtt.client import (
     unique_suffix,
 )
 from edgeflow.mqtt.codecs import CodecName, PayloadError, SampleTuple, Stamp, make_codec, read_stamp
-from edgeflow.mqtt.handoff import HandOff, OverloadPolicy
+from edgeflow.mqtt.handoff import HandOff, OverloadPolicy, PriorityHandOff, PriorityPolicy
 from edgeflow.mqtt.topics import TopicTemplate, check_filter, check_topic
 from edgeflow.records import DeadLetter, SampleBlock
 
-__all__ = ["MqttSource", "MqttSourceConfig", "MqttSourcePartition", "MqttSourceState"]
+__all__ = ["MqttSource", "MqttSourceConfig", "MqttSourcePartition", "MqttSourceState", "priority_policy"]
 
 _log = logging.getLogger("edgeflow.mqtt")
 _PAYLOAD_SHOWN = 512
@@ -138,6 +138,15 @@ class MqttSourceConfig(BaseModel):
     many more were taken (1: the next one; raise it when a step can hold a worker longer than a snapshot interval)."""
     receive_maximum: int = Field(default=RECEIVE_MAXIMUM, ge=1, le=RECEIVE_MAXIMUM)
     """With late acknowledgements (MQTT v5): how many unacknowledged messages the broker may send."""
+    priority_handoff: bool = True
+    """When the flow gives sensors ``high`` priority (``eo.infer(priorities=...)``): their messages go through a
+    hand-off queue of their own that is drained first. ``False``: one queue for all."""
+    priority_batch_s: PositiveFloat | None = None
+    """With priorities and a latency budget: the worker time a batch should take; normal messages beyond it wait
+    for a later batch (default: a quarter of the flow's ``latency_budget_ms``)."""
+    shed_after_s: PositiveFloat | None = None
+    """With priorities and a latency budget: normal-priority messages that waited longer in the hand-off are shed
+    (``mqtt.dropped|shed``, still acknowledged; default: the flow's ``latency_budget_ms``)."""
 
     @model_validator(mode="after")
     def _check(self) -> MqttSourceConfig:
@@ -199,10 +208,31 @@ class _Message(NamedTuple):
     """``(connection, mid)`` to acknowledge once a snapshot covers it (late acknowledgement only)."""
 
 
+_QUEUE_COUNTERS = (("dropped", "mqtt.dropped"), ("blocked", "mqtt.blocked"), ("shed", "mqtt.dropped|shed"))
+"""The hand-off queue's counts and the run's counters they go to."""
+
+
+def _enqueued(message: _Message) -> int:
+    return message.t_in
+
+
 def _user_props(message: Any) -> dict[str, str] | None:
     props = getattr(message, "properties", None)
     pairs = getattr(props, "UserProperty", None) if props is not None else None
     return dict(pairs) if pairs else None
+
+
+def priority_policy(cfg: MqttSourceConfig, budget_ms: float | None) -> PriorityPolicy:
+    """How the hand-off protects high-priority sensors: *cfg*'s settings, else derived from the flow's budget.
+
+    >>> priority_policy(MqttSourceConfig(), 100.0)
+    PriorityPolicy(batch_s=0.025, shed_after_s=0.1, min_batch=16)
+    >>> priority_policy(MqttSourceConfig(), None)
+    PriorityPolicy(batch_s=None, shed_after_s=None, min_batch=16)
+    """
+    budget_s = budget_ms / 1e3 if budget_ms is not None else None
+    batch_s = cfg.priority_batch_s or (budget_s / 4 if budget_s is not None else None)
+    return PriorityPolicy(batch_s=batch_s, shed_after_s=cfg.shed_after_s or budget_s)
 
 
 class MqttSourcePartition:
@@ -217,8 +247,14 @@ class MqttSourcePartition:
         resume: MqttSourceState | None = None,
         *,
         late_acks: bool = False,
+        high: frozenset[str] = frozenset(),
+        priority: PriorityPolicy | None = None,
     ) -> None:
-        """*late_acks*: acknowledge QoS 1 messages only once a snapshot covers them (the run has recovery on)."""
+        """*late_acks*: acknowledge QoS 1 messages only once a snapshot covers them (the run has recovery on).
+
+        *high*: sensor keys whose messages go through a hand-off queue of their own, drained first (with
+        *priority*: normal messages are deferred to keep batches short and shed once stale).
+        """
         state = _resume_state(step_id, resume)
         self._step_id = step_id
         self._cfg = cfg
@@ -235,12 +271,24 @@ class MqttSourcePartition:
         self._drops = threading.Lock()  # guards the two below, filled by the hand-off queue on paho's thread
         self._dropped_acks: list[tuple[int, int]] = []
         self._local_drops: dict[str, int] = {}  # messages per topic this source dropped (not lost upstream)
-        self._queue: HandOff[_Message] = HandOff(
-            cfg.queue_size, cfg.overload, cfg.block_timeout_s, on_drop=self._on_drop
-        )
+        self._high = high
+        self._high_topics: dict[str, bool] = {}  # topic -> whether its sensor is high-priority (paho's thread)
+        self._queue: HandOff[_Message]
+        if high:
+            self._queue = PriorityHandOff(
+                cfg.queue_size,
+                cfg.overload,
+                cfg.block_timeout_s,
+                on_drop=self._on_drop,
+                stamp=_enqueued,
+                priority=priority,
+                on_shed=self._on_drop,  # like a drop: not lost upstream, acknowledged with the next snapshot
+            )
+        else:
+            self._queue = HandOff(cfg.queue_size, cfg.overload, cfg.block_timeout_s, on_drop=self._on_drop)
         self._letters_in_flight: list[Any] = []  # paho MQTTMessageInfo of dead letters sent to dead_letter_topic
         self._idle = False
-        self._reported = {"dropped": 0, "blocked": 0}
+        self._reported = {"dropped": 0, "blocked": 0, "shed": 0}
         self._depth = 0  # the hand-off queue's depth last added to the run's ``queue.depth`` gauge
         stats.add_gauge("queue.depth", 0)  # the gauge exists (0) from the start
         self._ready_name = f"source:{step_id}"
@@ -273,7 +321,7 @@ class MqttSourcePartition:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._client.on_message_parts = self._on_parts
+        self._client.on_message_parts = self._on_parts_by_priority if high else self._on_parts
         self._client.on_subscribe = self._on_subscribe
         self._live = not self._ended()  # a stream that ended before its snapshot does not subscribe again
         if self._live:  # ``/readyz`` waits for the first SUBACK (``mqtt.subscriptions``), then follows set_ready
@@ -342,7 +390,11 @@ class MqttSourcePartition:
         """On paho's thread: only queue the message's parts (decoding is the worker's, many messages at once)."""
         props = _user_props(message) if self._wants_props else None
         ack = (self._gen, message.mid) if self._manual and message.qos == 1 else None
-        self._queue.put(_Message(message.topic, message.payload, props, perf_counter_ns(), message.dup, ack))
+        item = _Message(message.topic, message.payload, props, perf_counter_ns(), message.dup, ack)
+        if self._high and self._is_high(message.topic):
+            self._queue.put_high(item)  # type: ignore[attr-defined]
+        else:
+            self._queue.put(item)
 
     def _on_parts(
         self, topic: str, payload: bytes, props: dict[str, str] | None, dup: bool, qos: int, mid: int
@@ -351,8 +403,31 @@ class MqttSourcePartition:
         ack = (self._gen, mid) if self._manual and qos == 1 else None
         self._queue.put(_Message(topic, payload, props if self._wants_props else None, perf_counter_ns(), dup, ack))
 
+    def _on_parts_by_priority(
+        self, topic: str, payload: bytes, props: dict[str, str] | None, dup: bool, qos: int, mid: int
+    ) -> None:
+        """On paho's thread: :meth:`_on_parts`, into the high-priority queue when the topic's sensor is high."""
+        ack = (self._gen, mid) if self._manual and qos == 1 else None
+        item = _Message(topic, payload, props if self._wants_props else None, perf_counter_ns(), dup, ack)
+        if self._is_high(topic):
+            self._queue.put_high(item)  # type: ignore[attr-defined]
+        else:
+            self._queue.put(item)
+
+    def _is_high(self, topic: str) -> bool:
+        """Whether *topic*'s sensor is high-priority (remembered per topic; a sensor always maps to one queue)."""
+        high = self._high_topics.get(topic)
+        if high is None:
+            if len(self._high_topics) >= 100_000:  # topics without end (a mistake upstream): start over
+                self._high_topics.clear()
+            high = self._high_topics[topic] = self._template.sensor_key(topic) in self._high
+        return high
+
     def _on_drop(self, message: _Message) -> None:
-        """Note that the hand-off queue dropped *message* (``mqtt.dropped``, not lost upstream); ack it later."""
+        """Note that the hand-off queue dropped or shed *message* (not lost upstream); acknowledge it later.
+
+        Called on paho's thread for a drop, on the worker for a shed message, with the queue's lock held.
+        """
         with self._drops:
             self._local_drops[message.topic] = self._local_drops.get(message.topic, 0) + 1
             if message.ack is not None:
@@ -371,11 +446,11 @@ class MqttSourcePartition:
         return letter
 
     def _report_queue(self, depth: int | None = None) -> None:
-        """Count new drops and blocking episodes; set this partition's part of the ``queue.depth`` gauge."""
-        for name in ("dropped", "blocked"):
+        """Count new drops, sheds and blocking episodes; set this partition's part of the ``queue.depth`` gauge."""
+        for name, counter in _QUEUE_COUNTERS:
             now = getattr(self._queue, name)
             if now != self._reported[name]:
-                self._stats.count(f"mqtt.{name}", now - self._reported[name])
+                self._stats.count(counter, now - self._reported[name])
                 self._reported[name] = now
         depth = len(self._queue) if depth is None else depth
         if depth != self._depth:
@@ -411,7 +486,7 @@ class MqttSourcePartition:
 
     def next_batch(self) -> list[Any]:
         if self._ended():  # stop even while messages keep coming; count what came after the end
-            self._stats.count("mqtt.after_end", len(self._queue.take(self._cfg.queue_size)))
+            self._stats.count("mqtt.after_end", len(self._queue.take(max(len(self._queue), 1))))
             raise StopIteration
         messages = self._queue.take(self._cfg.batch_size)
         self._report_queue()
@@ -568,6 +643,21 @@ class MqttSourcePartition:
         if acked:
             self._stats.count("mqtt.acked", acked)
 
+    def _settle_acks(self, deadline: float) -> None:
+        """Wait (until *deadline*) for the broker to answer a packet sent after the acknowledgements sent so far.
+
+        It answers in order, so the acknowledgements (of taken and of shed messages) were processed: without this, a
+        close right after a snapshot loses them (the socket closes before the broker reads them) and the broker
+        sends those messages again. The packet is an UNSUBSCRIBE of a filter never subscribed.
+        """
+        if not self._client.is_connected():
+            return
+        answered = threading.Event()
+        self._client.on_unsubscribe = lambda *_args: answered.set()
+        rc, _mid = self._client.unsubscribe(f"edgeflow-ack-barrier/{self._step_id}/{unique_suffix()}")
+        if rc == 0:
+            answered.wait(max(0.0, deadline - time.monotonic()))
+
     def close(self) -> None:
         left = len(self._queue)
         self._report_queue(0)
@@ -596,6 +686,8 @@ class MqttSourcePartition:
         for info in self._letters_in_flight:
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        if self._manual:
+            self._settle_acks(deadline)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -627,14 +719,27 @@ class MqttSource:
     """
 
     def __init__(
-        self, step_id: str, cfg: MqttSourceConfig, flow_name: str, stats: FlowStats, *, recovery: bool = False
+        self,
+        step_id: str,
+        cfg: MqttSourceConfig,
+        flow_name: str,
+        stats: FlowStats,
+        *,
+        recovery: bool = False,
+        high: frozenset[str] = frozenset(),
+        priority: PriorityPolicy | None = None,
     ) -> None:
-        """*recovery*: the run snapshots (a persistent QoS 1 session then acknowledges once a snapshot covers it)."""
+        """*recovery*: the run snapshots (a persistent QoS 1 session then acknowledges once a snapshot covers it).
+
+        *high* and *priority*: see :class:`MqttSourcePartition`.
+        """
         self.step_id = step_id
         self.cfg = cfg
         self.flow_name = flow_name
         self.stats = stats
         self.recovery = recovery
+        self.high = high if cfg.priority_handoff else frozenset()
+        self.priority = priority
 
     def partitions(self) -> list[str]:
         return ["mqtt"]
@@ -646,4 +751,13 @@ class MqttSource:
                 "is down are lost. Hint: clean_session=False keeps them at the broker until a snapshot covers them",
                 self.step_id,
             )
-        return MqttSourcePartition(self.step_id, self.cfg, self.flow_name, self.stats, resume, late_acks=self.recovery)
+        return MqttSourcePartition(
+            self.step_id,
+            self.cfg,
+            self.flow_name,
+            self.stats,
+            resume,
+            late_acks=self.recovery,
+            high=self.high,
+            priority=self.priority,
+        )

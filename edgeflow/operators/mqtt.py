@@ -24,7 +24,7 @@ from edgeflow.mqtt.client import (
 )
 from edgeflow.mqtt.codecs import CodecName
 from edgeflow.mqtt.sink import MqttSink, MqttSinkConfig
-from edgeflow.mqtt.source import MqttSource, MqttSourceConfig
+from edgeflow.mqtt.source import MqttSource, MqttSourceConfig, priority_policy
 from edgeflow.mqtt.spool import OverflowPolicy
 from edgeflow.operators.output import SinkSpec
 
@@ -124,7 +124,16 @@ def mqtt_source(
         return Schema("samples", channels=cfg.channels, rate_hz=cfg.rate_hz)
 
     def build(ctx: StepContext) -> MqttSource:
-        return MqttSource(step_id, cfg, ctx.run.flow_name, ctx.run.stats, recovery=ctx.run.recovery_dir is not None)
+        high = frozenset(sensor for sensor, level in ctx.priorities.items() if level == "high")
+        return MqttSource(
+            step_id,
+            cfg,
+            ctx.run.flow_name,
+            ctx.run.stats,
+            recovery=ctx.run.recovery_dir is not None,
+            high=high,
+            priority=priority_policy(cfg, ctx.run.latency_budget_ms),
+        )
 
     return flow.add_step(
         Step(step_id, "mqtt_source", "source", (), cfg, schema=schema, build=build, can_fail=True, check=check)
