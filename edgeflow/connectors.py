@@ -78,6 +78,10 @@ class Source(Protocol):
         """Open *partition*, resuming from a snapshot when *resume* is not ``None``."""
         ...
 
+    # A source may also have ``resequencer() -> new_state | None``: a keyed step the engine puts right after it,
+    # one :class:`~edgeflow.graph.KeyedLogic` per sensor (``new_state(resume)``, with ``notify_at``/``on_notify``),
+    # e.g. to put back in order what several partitions of one shared MQTT subscription received.
+
 
 @runtime_checkable
 class SinkPartition(Protocol):

@@ -14,7 +14,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from edgeflow.connectors import Sink, SinkPartition, Source, SourcePartition
 from edgeflow.graph import KeyedLogic
 
-__all__ = ["EngineKeyed", "EngineSink", "EngineSource"]
+__all__ = ["EngineKeyed", "EngineKeyedTimed", "EngineSink", "EngineSource"]
 
 
 _STOP_CHECK = timedelta(seconds=0.2)
@@ -102,3 +102,16 @@ class EngineKeyed(StatefulBatchLogic[Any, Any, Any]):
 
     def snapshot(self) -> Any:
         return self.logic.snapshot()
+
+
+class EngineKeyedTimed(EngineKeyed):
+    """:class:`EngineKeyed` for a logic that also releases on time: ``notify_at()`` and ``on_notify()``.
+
+    Kept apart so that keyed steps without timers pay nothing for asking.
+    """
+
+    def on_notify(self) -> tuple[Any, bool]:
+        return self.logic.on_notify(), StatefulBatchLogic.RETAIN  # type: ignore[attr-defined]
+
+    def notify_at(self) -> datetime | None:
+        return self.logic.notify_at()  # type: ignore[attr-defined,no-any-return]

@@ -27,7 +27,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from edgeflow.connectors import DEAD_LETTERS, Sink, Source, SourcePartition
 from edgeflow.context import RunContext
-from edgeflow.engine.adapters import EngineKeyed, EngineSink, EngineSource
+from edgeflow.engine.adapters import EngineKeyed, EngineKeyedTimed, EngineSink, EngineSource
 from edgeflow.graph import KeyedLogic, MapLogic
 from edgeflow.metrics import FlowStats, Histogram
 from edgeflow.records import DeadLetter, Sample, SampleBlock, Scored
@@ -356,8 +356,15 @@ def _lower_stage(
         return StepWatch(step_id, stats, scores=compiled.schemas[step_id].kind == "scored")
 
     if stage.kind == "source":
-        source = _WatchedSource(compiled.build(first, run), first.step_id, first.operator, stats)
-        return op.input(sid, df, EngineSource(source, run.stop))
+        built = compiled.build(first, run)
+        source = _WatchedSource(built, first.step_id, first.operator, stats)
+        stream = op.input(sid, df, EngineSource(source, run.stop))
+        # a source read by several partitions at once may need its items put back in order per sensor
+        order = getattr(built, "resequencer", None)
+        new_order = order() if order is not None else None
+        if new_order is None:
+            return stream
+        return op.stateful_batch(f"{sid}_resequence", stream, lambda resume: EngineKeyedTimed(new_order, resume))
     ups = [streams[src] for src in stage.inputs]
     up = ups[0] if len(ups) == 1 else op.merge(f"{sid}_merge", *ups)
     if stage.kind == "map":

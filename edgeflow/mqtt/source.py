@@ -55,6 +55,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from time import perf_counter_ns
@@ -147,6 +148,15 @@ class MqttSourceConfig(BaseModel):
     shed_after_s: PositiveFloat | None = None
     """With priorities and a latency budget: normal-priority messages that waited longer in the hand-off are shed
     (``mqtt.dropped|shed``, still acknowledged; default: the flow's ``latency_budget_ms``)."""
+    shared: bool = True
+    """With several workers (``-w``/``-p``): every worker subscribes through a shared subscription and a keyed step
+    puts each sensor's messages back in order (:mod:`edgeflow.mqtt.resequence`); ``False``: one worker subscribes."""
+    reorder_window: PositiveInt = 10_000
+    """Shared: later messages of a topic held before a gap in its stamps counts as lost (unstamped: samples held)."""
+    reorder_hold_s: PositiveFloat = 5.0
+    """Shared: longest a stamped message waits for a missing predecessor before the gap counts as lost."""
+    reorder_delay_s: PositiveFloat = 0.2
+    """Shared, unstamped publishers: how long a sample waits for earlier ones (the latency it gains)."""
 
     @model_validator(mode="after")
     def _check(self) -> MqttSourceConfig:
@@ -249,11 +259,14 @@ class MqttSourcePartition:
         late_acks: bool = False,
         high: frozenset[str] = frozenset(),
         priority: PriorityPolicy | None = None,
+        share: tuple[int, int] | None = None,
     ) -> None:
         """*late_acks*: acknowledge QoS 1 messages only once a snapshot covers them (the run has recovery on).
 
         *high*: sensor keys whose messages go through a hand-off queue of their own, drained first (with
         *priority*: normal messages are deferred to keep batches short and shed once stale).
+
+        *share* ``(index, count)``: this is partition *index* of *count* reading one shared subscription.
         """
         state = _resume_state(step_id, resume)
         self._step_id = step_id
@@ -263,7 +276,7 @@ class MqttSourcePartition:
         self._codec = make_codec(cfg.codec, cfg.channels, cfg.value_range, cfg.rate_hz)
         self._needs_fields = cfg.codec == "f32"
         self._wants_props = cfg.broker.protocol == "5"  # user properties: f32 metadata and sequence stamps
-        self._filters = cfg.filters
+        self._filters = cfg.filters if share is None else shared_filters(cfg, flow_name, step_id)
         self._manual = late_acks and cfg.qos == 1 and not cfg.clean_session
         self._gen = 0  # connection generation: a mid is acknowledged only on the connection it came on
         self._consumed: list[tuple[int, int]] = []  # acks of messages taken since the last snapshot
@@ -305,6 +318,8 @@ class MqttSourcePartition:
         self._refusal: str | None = None  # why the broker (or TLS) refused the last attempt
         self._failure: str | None = None  # why the last attempt failed, logged once per new reason
         client_id = cfg.client_id or f"edgeflow-{flow_name}-{step_id}"
+        if share is not None:  # one session per member of the group
+            client_id += f"-{share[0]}"
         if cfg.client_id is None and cfg.clean_session:
             client_id += f"-{unique_suffix()}"
         self._client = make_client(cfg.broker, client_id, clean_session=cfg.clean_session)
@@ -692,6 +707,19 @@ class MqttSourcePartition:
         self._client.loop_stop()
 
 
+def shared_filters(cfg: MqttSourceConfig, flow_name: str, step_id: str) -> tuple[str, ...]:
+    """Return the source's filters as members of the group ``edgeflow-<flow>-<step>`` of a shared subscription.
+
+    >>> shared_filters(MqttSourceConfig(template="plant/{sensor}"), "pumps", "samples")
+    ('$share/edgeflow-pumps-samples/plant/+',)
+    """
+    group = f"edgeflow-{flow_name}-{step_id}".translate(_NOT_IN_GROUP)
+    return tuple(f"$share/{group}/{f}" for f in cfg.filters)
+
+
+_NOT_IN_GROUP = str.maketrans({"/": "_", "+": "_", "#": "_"})
+
+
 def _resume_state(step_id: str, resume: object) -> MqttSourceState:
     if resume is None:
         return MqttSourceState()
@@ -728,10 +756,15 @@ class MqttSource:
         recovery: bool = False,
         high: frozenset[str] = frozenset(),
         priority: PriorityPolicy | None = None,
+        workers: int = 1,
     ) -> None:
         """*recovery*: the run snapshots (a persistent QoS 1 session then acknowledges once a snapshot covers it).
 
         *high* and *priority*: see :class:`MqttSourcePartition`.
+
+        *workers*: the run's workers over all processes; with more than one (and ``cfg.shared``) every worker reads
+        a partition ``mqtt#i/N`` of one shared subscription, and :meth:`resequencer` puts the sensors' messages back
+        in order.
         """
         self.step_id = step_id
         self.cfg = cfg
@@ -740,9 +773,26 @@ class MqttSource:
         self.recovery = recovery
         self.high = high if cfg.priority_handoff else frozenset()
         self.priority = priority
+        self.parts = workers if cfg.shared and workers > 1 else 1
 
     def partitions(self) -> list[str]:
-        return ["mqtt"]
+        if self.parts == 1:
+            return ["mqtt"]
+        return [f"mqtt#{i}/{self.parts}" for i in range(self.parts)]
+
+    def resequencer(self) -> Callable[[Any | None], Any] | None:
+        """Return the keyed step that follows the partitions of a shared subscription (``None`` with one partition).
+
+        It is a factory ``new_state(resume)`` of :class:`~edgeflow.mqtt.resequence.Resequencer`, one per sensor.
+        """
+        if self.parts == 1:
+            return None
+        from edgeflow.mqtt.resequence import Resequencer, ResequenceSettings
+
+        cfg = self.cfg
+        settings = ResequenceSettings(self.step_id, cfg.reorder_window, cfg.reorder_hold_s, cfg.reorder_delay_s)
+        stats = self.stats
+        return lambda resume: Resequencer(settings, stats, resume)
 
     def open(self, partition: str, resume: MqttSourceState | None) -> MqttSourcePartition:
         if self.recovery and self.cfg.clean_session:
@@ -751,7 +801,12 @@ class MqttSource:
                 "is down are lost. Hint: clean_session=False keeps them at the broker until a snapshot covers them",
                 self.step_id,
             )
-        return MqttSourcePartition(
+        kind, share = MqttSourcePartition, None
+        if self.parts > 1:
+            from edgeflow.mqtt.shared import SharedMqttSourcePartition
+
+            kind, share = SharedMqttSourcePartition, (int(partition.rpartition("#")[2].partition("/")[0]), self.parts)
+        return kind(
             self.step_id,
             self.cfg,
             self.flow_name,
@@ -760,4 +815,5 @@ class MqttSource:
             late_acks=self.recovery,
             high=self.high,
             priority=self.priority,
+            share=share,
         )

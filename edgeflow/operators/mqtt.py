@@ -133,6 +133,7 @@ def mqtt_source(
             recovery=ctx.run.recovery_dir is not None,
             high=high,
             priority=priority_policy(cfg, ctx.run.latency_budget_ms),
+            workers=ctx.run.workers,
         )
 
     return flow.add_step(
