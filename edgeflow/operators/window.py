@@ -28,6 +28,7 @@ import math
 import statistics
 import threading
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,8 @@ GAP_PERIODS = 5
 PROBE_SAMPLES = 64
 """Samples per sensor from which the sampling interval is checked against the settings."""
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FEW = 8
+"""A call with at most this many samples of a sensor tries the scalar way first (see ``SensorWindows._few``)."""
 MAX_UPSAMPLING = 4.0
 """Grid points per raw sample above which resampling is reported as upsampling."""
 
@@ -199,6 +202,8 @@ class SensorWindows:
         """A sample far ahead of the timeline, waiting for the next one to confirm or refute it."""
         self._probe: np.ndarray | None = np.zeros(0)
         """The sensor's first raw timestamps, until the sampling check has run (then ``None``)."""
+        self._max_step = min(cfg.max_gap_s, cfg.jump_s)
+        """The longest step to a sensor's next sample that neither resets its window nor may be a time jump."""
         if resume is not None:
             self._restore(resume)
 
@@ -261,6 +266,16 @@ class SensorWindows:
 
     def on_batch(self, items: list[Sample | SampleBlock]) -> list[Any]:
         """Take one sensor's samples (single or in blocks) in arrival order; return windows and dead letters."""
+        if len(items) == 1 and self._probe is None and self._held is None and not self._rejected:
+            item = items[0]
+            few: list[Any] | None = None
+            if type(item) is Sample:
+                few = self._few([item.ts], [item.values], [item.nbytes], item.t_in)
+            elif len(item) <= _FEW and item.t_ins is None:  # type: ignore[arg-type, union-attr]
+                one: SampleBlock = item  # type: ignore[assignment]
+                few = self._few(one.ts.tolist(), one.values.tolist(), one.nbytes.tolist(), one.t_in)
+            if few is not None:
+                return few
         block = SampleBlock.of(items)
         if self._sensor is None:
             self._admit(block.sensor)
@@ -329,6 +344,61 @@ class SensorWindows:
             self._stats.add(windows=sum(type(item) is Window for item in out[emitted:]))
         return out
 
+    def _few(self, ts: list[float], rows: Sequence[Sequence[float]], nbytes: list[int], t_in: int) -> list[Any] | None:
+        """Take a few samples with Python scalars: their window if they complete one, or ``None`` (nothing done).
+
+        A paced replay or MQTT hands a sensor a sample or two at a time, where numpy's per-call cost would
+        dominate. Only the plain case is taken: each sample newer than the last by at most ``max_gap_s``
+        (no late sample, gap or time jump), values a float32 window can hold, a few grid points per sample,
+        at most one window completed, by the last point. Points are interpolated as :func:`numpy.interp`
+        does (the same operations in the same order), so the result is the arrays' way's to the bit.
+        """
+        last_t, index, rate, origin = self._last_t, self._next_index, self._rate, self._origin
+        points = 0
+        for t, row in zip(ts, rows, strict=True):
+            if not 0.0 < t - last_t <= self._max_step:
+                return None
+            for x in row:
+                if not abs(x) <= _FLOAT32_MAX:
+                    return None
+            k = math.floor((t - origin) * rate + 1e-9) - index + 1
+            if k > _FEW:
+                return None
+            points += k
+            index += k
+            last_t = t
+        size = self._size
+        due = size - self._filled if self._filled < size else self._hop - self._since_emit
+        if points > due:
+            return None
+        ring, pos, last_t, last_v = self._buf, self._pos, self._last_t, self._last_v
+        index = self._next_index
+        for t, row in zip(ts, rows, strict=True):
+            reached = math.floor((t - origin) * rate + 1e-9)
+            while index <= reached:
+                g = origin + index / rate
+                ring[:, pos] = [_interp_two(g, last_t, t, float(a), b) for a, b in zip(last_v, row, strict=True)]
+                pos = pos + 1 if pos + 1 < size else 0
+                index += 1
+            last_t, last_v = t, row
+        self._next_index = index
+        self._pos, self._last_t, self._last_v = pos, last_t, np.array(last_v, dtype=np.float64)
+        self._filled = min(size, self._filled + points)
+        if points < due:
+            self._since_emit += points
+            self._n_raw += len(ts)
+            self._raw_bytes += sum(nbytes)
+            return []
+        # the last point completed a window: samples up to its end are its raw samples (as in _emit)
+        end = origin + (index - 1) / rate
+        upto = sum(1 for t in ts if t <= end)
+        data = np.concatenate((ring[:, pos:], ring[:, :pos]), axis=1) if pos else ring.copy()
+        n_raw, raw_bytes = self._n_raw + upto, self._raw_bytes + sum(nbytes[:upto])
+        self._n_raw, self._raw_bytes, self._since_emit = len(ts) - upto, sum(nbytes[upto:]), 0
+        self._stats.add(windows=1)
+        span = (size - 1) / rate
+        return [Window(self._sensor or "", end - span, end, data, rate, n_raw, raw_bytes, t_in)]
+
     def _check_sampling(self, t: np.ndarray, *, final: bool = False) -> None:
         """Once per sensor, from its first samples: warn if the data's sampling does not fit the settings."""
         assert self._probe is not None
@@ -372,11 +442,19 @@ class SensorWindows:
         last_index = math.floor((t[-1] - self._origin) * self._rate + 1e-9)
         k = last_index - self._next_index + 1
         if k > 0:
-            grid = self._origin + np.arange(self._next_index, last_index + 1) / self._rate
+            indices = np.arange(self._next_index, last_index + 1)
+            grid = self._origin + indices / self._rate
+            at = grid
+            if len(t) > 1:
+                # a grid point belongs to the first sample that reaches it (within 1e-9 of a period): it is
+                # interpolated no later than that sample, as when samples come one at a time, so that how the
+                # input was batched changes nothing
+                reached = np.floor((t - self._origin) * self._rate + 1e-9)
+                at = np.minimum(grid, t[np.searchsorted(reached, indices)])
             xp = np.concatenate(([self._last_t], t))
             points = np.empty((v.shape[0], k), dtype=np.float32)
             for c in range(v.shape[0]):
-                points[c] = np.interp(grid, xp, np.concatenate(([self._last_v[c]], v[c])))
+                points[c] = np.interp(at, xp, np.concatenate(([self._last_v[c]], v[c])))
             self._push(points, grid, out)
             self._next_index = last_index + 1
         self._last_t, self._last_v = float(t[-1]), v[:, -1]
@@ -401,17 +479,15 @@ class SensorWindows:
             self._since_emit = k - 1 - int(ends[-1])
         else:
             self._since_emit += k
-        # the ring keeps the newest points; a full ring written in time order starts at position 0
-        if held + k >= size:
-            tail = points[:, max(0, k - size) :]
-            keep = size - tail.shape[1]
-            if keep:
-                ring[:, :keep] = np.concatenate((ring[:, self._pos :], ring[:, : self._pos]), axis=1)[:, size - keep :]
-            ring[:, keep:] = tail
+        # the ring keeps the newest points, written round from position 0: the oldest is at _pos once full
+        if k >= size:
+            ring[:] = points[:, k - size :]
             self._pos = 0
         else:
-            ring[:, self._pos : self._pos + k] = points
-            self._pos += k
+            first = min(k, size - self._pos)
+            ring[:, self._pos : self._pos + first] = points[:, :first]
+            ring[:, : k - first] = points[:, first:]
+            self._pos = (self._pos + k) % size
         self._filled = min(size, self._filled + k)
 
     def _emit(self, data: np.ndarray, end_ts: np.ndarray, out: list[Any]) -> None:
@@ -497,6 +573,25 @@ class SensorWindows:
             setattr(self, name, state[name])
         if self._sensor is not None and not self._rejected:
             self._admission.admit(self._sensor)
+
+
+def _interp_two(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    """Return the value at *x* of the line through two points, computed as :func:`numpy.interp` does.
+
+    >>> _interp_two(0.25, 0.0, 1.0, 2.0, 4.0) == float(np.interp(0.25, [0.0, 1.0], [2.0, 4.0]))
+    True
+    """
+    if x >= x1:
+        return y1
+    if x <= x0:
+        return y0
+    slope = (y1 - y0) / (x1 - x0)
+    y = slope * (x - x0) + y0
+    if y != y:  # NaN one way: numpy tries the other
+        y = slope * (x - x1) + y1
+        if y != y and y0 == y1:
+            y = y0
+    return y
 
 
 def window(
