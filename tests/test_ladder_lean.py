@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -106,3 +107,53 @@ def test_the_engine_flushes_held_items_through_the_rest_of_the_chain_at_the_end_
         for sensor in {w["sensor"] for w in out}:
             starts = [w["start"] for w in out if w["sensor"] == sensor]
             assert starts == sorted(starts)
+
+
+class SlowModel:
+    """The int8 model taking a set time per window (busy-waiting, as a larger model would)."""
+
+    per_window_s = 0.002
+
+    def __init__(self) -> None:
+        self._inner = LiteRTModelHandler(MANIFEST)
+
+    @property
+    def info(self) -> Any:
+        return self._inner.info
+
+    def load_model(self) -> Any:
+        return self._inner.load_model()
+
+    def run_inference(self, batch: np.ndarray) -> np.ndarray:
+        return self._inner.run_inference(batch)
+
+    def score(self, batch: np.ndarray) -> np.ndarray:
+        until = time.perf_counter() + self.per_window_s * len(batch)
+        while time.perf_counter() < until:
+            pass
+        return self._inner.score(batch)
+
+
+def test_with_high_priority_sensors_lean_holds_only_normal_windows_in_runs_cut_to_a_quarter_of_the_budget() -> None:
+    stats = FlowStats()
+    handler = SlowModel()
+    info = handler.load_model()
+    cfg = InferConfig(max_batch=64, lean_hold_s=3600.0, priorities={"pump-1": "high"})
+    logic = InferLogic("model", cfg, PreparedModel(handler, info, info.threshold), stats, budget_ms=40.0)
+    assert logic.ladder is not None
+    first = logic.on_batch(_windows(8))  # full rung: the model's time per window is learnt (about 2 ms)
+    assert len(first) == 8
+    logic.ladder.level = 1  # lean
+    outs = [logic.on_batch(_windows(4, offset=8 + 4 * i)) for i in range(8)]
+    high = [[s.window.sensor for s in out if s.window.sensor == "pump-1"] for out in outs]
+    assert high == [["pump-1"]] * 8  # each batch's high-priority window is scored at once, never held
+    normal_runs = [len(out) - 1 for out in outs if len(out) > 1]
+    # a run of held normal windows is cut to what ~2 ms each costs in 10 ms (a quarter of 40 ms), not max_batch
+    assert normal_runs
+    assert all(n <= 6 for n in normal_runs)
+    rest = logic.flush(True)
+    scored = [s for out in [first, *outs, rest] for s in out]
+    assert sorted(s.window.start for s in scored) == [float(i) for i in range(40)]  # none lost or repeated
+    for sensor in {s.window.sensor for s in scored}:
+        starts = [s.window.start for s in scored if s.window.sensor == sensor]
+        assert starts == sorted(starts)  # each sensor in order

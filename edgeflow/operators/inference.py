@@ -185,6 +185,10 @@ class InferLogic:
         """Longest a window waits on the ``lean`` rung for company (seconds)."""
         self._held: list[Window] = []
         self._held_since = 0.0
+        self._high = frozenset(sensor for sensor, level in cfg.priorities.items() if level == "high")
+        self._run_s = budget_ms / 4e3 if budget_ms is not None else 0.0
+        """With high-priority sensors: the longest a held run of windows should keep the model (seconds)."""
+        self._per_window_s = 0.0  # the model's time per window, smoothed (measured while it scores)
         self._hold_lock = threading.Lock()
         self._ladder_lock = threading.Lock()
         self._health: dict[str, ModelHealth] = {}
@@ -240,15 +244,29 @@ class InferLogic:
         """Score the windows (the model, or the fallback on the ladder's lower rungs); time the batch for the ladder.
 
         On the ``lean`` rung windows are held until ``max_batch`` wait or the oldest waited :attr:`hold_s`
-        (:meth:`flush` lets the engine run them when no batch comes). Non-finite feature vectors become dead
-        letters; when the model fails, the fallback scores the windows.
+        (:meth:`flush` lets the engine run them when no batch comes). High-priority sensors' windows are never
+        held, and a held run is cut to what the model scores in a quarter of the budget, so that it cannot keep
+        theirs waiting. Non-finite feature vectors become dead letters; when the model fails, the fallback
+        scores the windows.
         """
         self._batches += 1
         if self.ladder is not None and (self._held or self.ladder.level == 1):
+            urgent: list[Window] = []
+            if self._high:
+                urgent = [w for w in windows if w.sensor in self._high]
+                if urgent:
+                    windows = [w for w in windows if w.sensor not in self._high]
             windows = self._coalesce(windows)
-            if not windows:
-                return []
+            out = self._run(urgent) if urgent else []
+            return out + self._run(windows) if windows else out
         return self._run(windows)
+
+    def _run_limit(self) -> int:
+        """Return how many held windows make a run: ``max_batch``, or fewer with high-priority sensors."""
+        limit = self._cfg.max_batch
+        if self._high and self._per_window_s > 0:
+            limit = min(limit, max(1, int(self._run_s / self._per_window_s)))
+        return limit
 
     def _coalesce(self, windows: list[Window]) -> list[Window]:
         """Add *windows* to the held ones; return all of them when they are to run now, else ``[]``."""
@@ -258,7 +276,7 @@ class InferLogic:
                 self._held_since = now
             self._held += windows
             lean = self.ladder is not None and self.ladder.level == 1
-            full = len(self._held) >= self._cfg.max_batch
+            full = len(self._held) >= self._run_limit()
             if lean and not full and now - self._held_since < self.hold_s:
                 return []
             held, self._held = self._held, []
@@ -293,11 +311,21 @@ class InferLogic:
             rest = [w for w in windows if not (level == 2 and high.get(w.sensor) == "high")]
             out = self._by_fallback(rest, reason=f"ladder:{self.ladder.rung}") if rest else []  # type: ignore[union-attr]
             if to_model:
-                out += self._by_model(to_model)
+                out += self._timed_model(to_model)
         else:
-            out = self._by_model(windows)
+            out = self._timed_model(windows)
         if self.ladder is not None:
             self._time(windows)
+        return out
+
+    def _timed_model(self, windows: list[Window]) -> list[Any]:
+        """Score *windows* with the model; with high-priority sensors, learn its time per window."""
+        if not self._high or not windows:
+            return self._by_model(windows)
+        t0 = time.perf_counter()
+        out = self._by_model(windows)
+        per = (time.perf_counter() - t0) / len(windows)
+        self._per_window_s = per if not self._per_window_s else 0.8 * self._per_window_s + 0.2 * per
         return out
 
     def _time(self, windows: list[Window]) -> None:
