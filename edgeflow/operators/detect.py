@@ -16,6 +16,7 @@ data with seasons or level changes, see :mod:`edgeflow.operators.baselines`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,9 @@ from edgeflow.operators.flagging import (
 from edgeflow.records import Scored, Window
 
 __all__ = ["DetectorConfig", "ZScoreState", "ewma_detector", "zscore_detector"]
+
+_FEW_WINDOWS = 4
+"""A frozen baseline scores at most this many windows of a call with Python floats, more in one numpy pass."""
 
 
 class DetectorConfig(BaseModel):
@@ -93,12 +97,15 @@ class ZScoreState:
         self._flags = KOfN(*cfg.persistence)
         self.last_z = np.zeros(0)
         """Signed z-values of the features of the last window scored after warmup."""
+        self._scale: tuple[list[float], list[float]] | None = None
+        """The frozen baseline's means and standard deviations as floats, made on first use."""
         if resume is not None:
             self._n, self._mean, self._m2 = resume["n"], resume["mean"], resume["m2"]
             self._flags.bits = resume.get("flags", 0)
 
     def score(self, x: np.ndarray) -> tuple[float, bool]:
         """Score one feature vector (the selected features) and learn from it when it is normal."""
+        self._scale = None
         x = x.astype(np.float64)
         if self._mean is None or self._m2 is None:
             self._mean, self._m2, self._n = x.copy(), np.zeros_like(x), 1
@@ -144,13 +151,21 @@ class ZScoreState:
         """Whether the baseline no longer changes (a z-score detector past its warmup)."""
         return self._cfg.alpha == 0 and self._mean is not None and self._n >= self._cfg.warmup
 
+    def _frozen_std(self) -> np.ndarray:
+        assert self._mean is not None and self._m2 is not None
+        return np.maximum(np.sqrt(self._m2 / (self._n - 1)), self._cfg.min_std * np.abs(self._mean) + 1e-9)
+
     def _score_frozen(self, windows: list[Window]) -> list[Any]:
         """Score a batch against the frozen baseline in one numpy pass (the same verdicts as one by one)."""
         assert self._mean is not None and self._m2 is not None
+        if len(windows) <= _FEW_WINDOWS:
+            scored = self._score_frozen_few(windows)
+            if scored is not None:
+                return scored
         feats = np.stack([w.features for w in windows]).astype(np.float64)  # type: ignore[misc]
         finite = np.isfinite(feats).all(axis=1)
         x = feats if self._index is None else feats[:, self._index]
-        std = np.maximum(np.sqrt(self._m2 / (self._n - 1)), self._cfg.min_std * np.abs(self._mean) + 1e-9)
+        std = self._frozen_std()
         z = (x - self._mean) / std
         zmax = np.abs(z).max(axis=1)
         threshold = self._cfg.threshold
@@ -168,6 +183,41 @@ class ZScoreState:
             anomalies += anomaly
             explained = raised_by(self._selected_names, z[i], threshold) if anomaly else None
             out.append(Scored(w, float(zmax[i]), anomaly, self._model, explained))
+        if anomalies:
+            self._stats.add(anomalies=anomalies)
+        return out
+
+    def _score_frozen_few(self, windows: list[Window]) -> list[Any] | None:
+        """Score a few windows with Python floats (the same operations as the numpy pass, so the same bits).
+
+        ``None`` (nothing done) when a window has a non-finite feature: the numpy pass makes its dead letter.
+        """
+        if self._scale is None:
+            assert self._mean is not None
+            self._scale = (self._mean.tolist(), self._frozen_std().tolist())
+        mean, std = self._scale
+        rows = [w.features.tolist() for w in windows]  # type: ignore[union-attr]
+        for row in rows:
+            for v in row:
+                if not math.isfinite(v):
+                    return None
+        index, threshold, flags = self._index, self._cfg.threshold, self._flags
+        out: list[Any] = []
+        anomalies = 0
+        z: list[float] = []
+        for w, row in zip(windows, rows, strict=True):
+            x = row if index is None else [row[i] for i in index]
+            z = [(a - m) / s for a, m, s in zip(x, mean, std, strict=True)]
+            zmax = max(abs(v) for v in z)
+            crossed = zmax > threshold
+            anomaly = flags.push(crossed) and crossed
+            explained = None
+            if anomaly:
+                anomalies += 1
+                self.last_z = np.array(z)
+                explained = raised_by(self._selected_names, self.last_z, threshold)
+            out.append(Scored(w, zmax, anomaly, self._model, explained))
+        self.last_z = np.array(z)
         if anomalies:
             self._stats.add(anomalies=anomalies)
         return out

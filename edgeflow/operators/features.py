@@ -216,24 +216,34 @@ class FeatureExtractor:
 
 
 # Hot path: each helper avoids numpy's slower conveniences (ndarray.mean, np.percentile,
-# np.errstate) and shares work with the others through ``cache``.
+# np.errstate, the Python wrappers of ndarray.sum/min/max) and shares work with the others through ``cache``.
+_sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
 
 
 def _mean(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     if "mean" not in cache:
-        cache["mean"] = x.sum(axis=1) / x.shape[1]
+        cache["mean"] = _sum(x, axis=1) / x.shape[1]
     return cache["mean"]
 
 
 def _central(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Return the second central moment (population variance) of each row; keep its deviations in *cache*."""
     if "m2" not in cache:
-        n = x.shape[1]
         d = x - _mean(cache, x)[:, None]
         d2 = d * d
-        cache["m2"] = d2.sum(axis=1) / n
-        cache["m3"] = (d2 * d).sum(axis=1) / n
-        cache["m4"] = (d2 * d2).sum(axis=1) / n
+        cache["d"], cache["d2"] = d, d2
+        cache["m2"] = _sum(d2, axis=1) / x.shape[1]
     return cache["m2"]
+
+
+def _moment(cache: dict[str, np.ndarray], x: np.ndarray, order: int) -> np.ndarray:
+    """Return the third or fourth central moment of each row (made only for skew and kurtosis)."""
+    key = f"m{order}"
+    if key not in cache:
+        _central(cache, x)
+        d2 = cache["d2"]
+        cache[key] = _sum((d2 * cache["d"]) if order == 3 else (d2 * d2), axis=1) / x.shape[1]
+    return cache[key]
 
 
 def _sorted(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -259,20 +269,20 @@ def _mean_shift(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 def _skew(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     m2 = _central(cache, x)
-    return np.divide(cache["m3"], m2**1.5, out=np.zeros_like(m2), where=m2 > 0)
+    return np.divide(_moment(cache, x, 3), m2**1.5, out=np.zeros_like(m2), where=m2 > 0)
 
 
 def _kurtosis(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     m2 = _central(cache, x)
-    return np.divide(cache["m4"], m2 * m2, out=np.zeros_like(m2), where=m2 > 0) - 3.0
+    return np.divide(_moment(cache, x, 4), m2 * m2, out=np.zeros_like(m2), where=m2 > 0) - 3.0
 
 
 _STATS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
     "mean": _mean,
     "std": lambda cache, x: np.sqrt(_central(cache, x)),
-    "min": lambda cache, x: cache["sorted"][:, 0] if "sorted" in cache else x.min(axis=1),
-    "max": lambda cache, x: cache["sorted"][:, -1] if "sorted" in cache else x.max(axis=1),
-    "rms": lambda cache, x: np.sqrt((x * x).sum(axis=1) / x.shape[1]),
+    "min": lambda cache, x: cache["sorted"][:, 0] if "sorted" in cache else _min(x, axis=1),
+    "max": lambda cache, x: cache["sorted"][:, -1] if "sorted" in cache else _max(x, axis=1),
+    "rms": lambda cache, x: np.sqrt(_sum(x * x, axis=1) / x.shape[1]),
     "ptp": lambda cache, x: _sorted(cache, x)[:, -1] - _sorted(cache, x)[:, 0],
     "skew": _skew,
     "kurtosis": _kurtosis,
