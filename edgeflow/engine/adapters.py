@@ -87,10 +87,15 @@ class EngineSink(DynamicSink[tuple[str, Any]]):
 
 
 class EngineKeyed(StatefulBatchLogic[Any, Any, Any]):
-    """One sensor's :class:`~edgeflow.graph.KeyedLogic` as bytewax batch logic (snapshots included)."""
+    """One sensor's :class:`~edgeflow.graph.KeyedLogic` as bytewax batch logic.
 
-    def __init__(self, new_state: Callable[[Any | None], KeyedLogic], resume: Any | None) -> None:
+    The engine asks every sensor touched in an epoch for a snapshot; with *keep* false (a run without a
+    recovery store, where nothing would be written) the state is not copied for nothing.
+    """
+
+    def __init__(self, new_state: Callable[[Any | None], KeyedLogic], resume: Any | None, *, keep: bool = True) -> None:
         self.logic = new_state(resume)
+        self._keep = keep
 
     def on_batch(self, values: list[Any]) -> tuple[Any, bool]:
         out = self.logic.on_batch(values)
@@ -101,7 +106,7 @@ class EngineKeyed(StatefulBatchLogic[Any, Any, Any]):
         return self.logic.on_eof(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Any:
-        return self.logic.snapshot()
+        return self.logic.snapshot() if self._keep else None
 
 
 class EngineKeyedTimed(EngineKeyed):

@@ -376,8 +376,11 @@ def _lower_stage(
     if stage.kind == "keyed":
         new_state = compiled.build(first, run)
         keyed_watch = watch(first.step_id)
+        keep = run.recovery_dir is not None
         return op.stateful_batch(
-            sid, up, lambda resume: EngineKeyed(lambda r: _WatchedKeyed(new_state(r), keyed_watch), resume)
+            sid,
+            up,
+            lambda resume: EngineKeyed(lambda r: _WatchedKeyed(new_state(r), keyed_watch), resume, keep=keep),
         )
     sink = sinks[first.step_id] if first.step_id in sinks else compiled.build(first, run)
     op.output(sid, up, EngineSink(_WatchedSink(sink, watch(first.step_id)), run.own_workers, run.workers))
