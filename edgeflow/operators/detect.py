@@ -92,45 +92,53 @@ class ZScoreState:
         self._names = names
         self._index = None if index is None else np.asarray(index)
         self._n = 0
-        self._mean: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
+        self._mean: list[float] | None = None
+        self._m2: list[float] | None = None
+        """Welford's (or the EWMA's) means and variance sums, as Python floats: feature vectors are short, and
+        per-element float operations cost less than numpy calls on a few values (the same IEEE operations)."""
         self._flags = KOfN(*cfg.persistence)
         self.last_z = np.zeros(0)
         """Signed z-values of the features of the last window scored after warmup."""
         self._scale: tuple[list[float], list[float]] | None = None
         """The frozen baseline's means and standard deviations as floats, made on first use."""
         if resume is not None:
-            self._n, self._mean, self._m2 = resume["n"], resume["mean"], resume["m2"]
+            self._n, self._mean, self._m2 = resume["n"], _floats(resume["mean"]), _floats(resume["m2"])
             self._flags.bits = resume.get("flags", 0)
 
     def score(self, x: np.ndarray) -> tuple[float, bool]:
         """Score one feature vector (the selected features) and learn from it when it is normal."""
         self._scale = None
-        x = x.astype(np.float64)
-        if self._mean is None or self._m2 is None:
-            self._mean, self._m2, self._n = x.copy(), np.zeros_like(x), 1
+        xs: list[float] = x.tolist()
+        mean, m2 = self._mean, self._m2
+        if mean is None or m2 is None:
+            self._mean, self._m2, self._n = xs, [0.0] * len(xs), 1
             return 0.0, False
         cfg = self._cfg
         if self._n < cfg.warmup:
             self._n += 1
-            delta = x - self._mean
-            self._mean += delta / self._n
-            self._m2 += delta * (x - self._mean)
+            n = self._n
+            for i, v in enumerate(xs):
+                delta = v - mean[i]
+                mean[i] += delta / n
+                m2[i] += delta * (v - mean[i])
             return 0.0, False
         # until the first normal window after warmup, _m2 still holds Welford's sum of squares
-        var = self._m2 / (self._n - 1) if cfg.alpha == 0 or self._n == cfg.warmup else self._m2
-        std = np.maximum(np.sqrt(var), cfg.min_std * np.abs(self._mean) + 1e-9)
-        self.last_z = (x - self._mean) / std
-        z = float(np.max(np.abs(self.last_z)))
+        var = [q / (self._n - 1) for q in m2] if cfg.alpha == 0 or self._n == cfg.warmup else m2
+        std = [max(_sqrt(q), cfg.min_std * abs(m) + 1e-9) for q, m in zip(var, mean, strict=True)]
+        z_values = [(v - m) / s for v, m, s in zip(xs, mean, std, strict=True)]
+        self.last_z = np.array(z_values)
+        z = max(abs(v) for v in z_values)
         crossed = z > cfg.threshold
         anomaly = self._flags.push(crossed) and crossed
         if cfg.alpha > 0 and not self._flags.active:
+            alpha = cfg.alpha
             if self._n == cfg.warmup:  # switch from Welford sums to an EWMA variance
-                self._m2 = self._m2 / (self._n - 1)
+                m2 = self._m2 = [q / (self._n - 1) for q in m2]
                 self._n += 1
-            delta = x - self._mean
-            self._mean += cfg.alpha * delta
-            self._m2 = (1 - cfg.alpha) * (self._m2 + cfg.alpha * delta * delta)
+            for i, v in enumerate(xs):
+                delta = v - mean[i]
+                mean[i] += alpha * delta
+                m2[i] = (1 - alpha) * (m2[i] + alpha * delta * delta)
         return z, anomaly
 
     def on_batch(self, windows: list[Window]) -> list[Any]:
@@ -153,7 +161,8 @@ class ZScoreState:
 
     def _frozen_std(self) -> np.ndarray:
         assert self._mean is not None and self._m2 is not None
-        return np.maximum(np.sqrt(self._m2 / (self._n - 1)), self._cfg.min_std * np.abs(self._mean) + 1e-9)
+        mean = np.asarray(self._mean)
+        return np.maximum(np.sqrt(np.asarray(self._m2) / (self._n - 1)), self._cfg.min_std * np.abs(mean) + 1e-9)
 
     def _score_frozen(self, windows: list[Window]) -> list[Any]:
         """Score a batch against the frozen baseline in one numpy pass (the same verdicts as one by one)."""
@@ -166,7 +175,7 @@ class ZScoreState:
         finite = np.isfinite(feats).all(axis=1)
         x = feats if self._index is None else feats[:, self._index]
         std = self._frozen_std()
-        z = (x - self._mean) / std
+        z = (x - np.asarray(self._mean)) / std
         zmax = np.abs(z).max(axis=1)
         threshold = self._cfg.threshold
         out: list[Any] = []
@@ -194,7 +203,7 @@ class ZScoreState:
         """
         if self._scale is None:
             assert self._mean is not None
-            self._scale = (self._mean.tolist(), self._frozen_std().tolist())
+            self._scale = (self._mean, self._frozen_std().tolist())
         mean, std = self._scale
         rows = [w.features.tolist() for w in windows]  # type: ignore[union-attr]
         for row in rows:
@@ -243,10 +252,20 @@ class ZScoreState:
         """
         return {
             "n": self._n,
-            "mean": None if self._mean is None else self._mean.copy(),
-            "m2": None if self._m2 is None else self._m2.copy(),
+            "mean": None if self._mean is None else np.array(self._mean),
+            "m2": None if self._m2 is None else np.array(self._m2),
             "flags": self._flags.bits,
         }
+
+
+def _floats(values: np.ndarray | list[float] | None) -> list[float] | None:
+    """Return a snapshot's means or variance sums as a list of floats (snapshots hold arrays)."""
+    return None if values is None else np.asarray(values, dtype=np.float64).tolist()
+
+
+def _sqrt(q: float) -> float:
+    """``math.sqrt`` that gives NaN for a negative value, as ``numpy.sqrt`` does, instead of raising."""
+    return math.sqrt(q) if q >= 0.0 else math.nan
 
 
 def _detector(step_id: str, up: Stream, operator: str, cfg: DetectorConfig) -> Stream:
