@@ -10,6 +10,8 @@ its own process with one worker:
 * **edgeflow**: ``mqtt_source`` (JSON, QoS 1, sequence stamps checked) -> 32-point
   windows at 128 Hz, hop 8 -> rms/std -> z-score -> every verdict published with
   ``mqtt_sink`` (QoS 1, in-memory outbox);
+* **edgeflow -p 2** (``--consumers flow,flow2``): the same flow with ``edgeflow run -p 2``: two processes, each
+  reading a member of one shared subscription, the sensors' messages put back in order by the resequencing step;
 * **baseline**: a plain paho client (``loop_start``; ``on_message`` appends to a
   deque) and a loop that decodes each payload with ``json.loads``, resamples each
   sensor onto the same 128 Hz grid (``np.interp``), cuts the same windows with a
@@ -106,6 +108,29 @@ def serve_flow(broker: str, client_id: str) -> None:
                 "dropped": c.get("mqtt.dropped", 0),
                 "lost": c.get("mqtt.lost_upstream", 0),
                 "dead_letters": s.dead_letters,
+            }
+        )
+    )
+
+
+def serve_flow_processes(broker: str, client_id: str, processes: int = 2) -> None:
+    """Run the same flow with ``edgeflow run -p N`` (a shared subscription, one member per process); print counters."""
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report.json"
+        target = f"bench/bench_mqtt.py:flow_factory({broker!r}, {client_id!r})"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEFLOW_CLUSTER_PORT": str(_free_port_pair())}
+        cmd = [sys.executable, "-m", "edgeflow", "run", target, "-p", str(processes), "-q"]
+        subprocess.run([*cmd, "--report-json", str(report)], cwd=ROOT, env=env, check=False)
+        doc = json.loads(report.read_text())
+    c = doc["counts"]
+    print(
+        json.dumps(
+            {
+                "messages": c.get("mqtt.messages", 0) - processes,  # every member sees the end-of-stream marker
+                "samples": doc["samples_in"],
+                "dropped": c.get("mqtt.dropped", 0),
+                "lost": c.get("mqtt.lost_upstream", 0) + c.get("mqtt.late_messages", 0),
+                "dead_letters": doc["dead_letters"],
             }
         )
     )
@@ -221,7 +246,43 @@ def _session_properties() -> Any:
     return props
 
 
-def make_session(address: str, client_id: str) -> None:
+def _free_port_pair() -> int:
+    """A free loopback port whose next port is free too (the cluster of ``-p 2`` listens on both)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+        with socket.socket() as b:
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    msg = "no two free adjacent ports on 127.0.0.1"
+    raise RuntimeError(msg)
+
+
+def drop_session(address: str, client_id: str) -> None:
+    """End the persistent session *client_id* (clean start, no expiry): a member that is gone leaves its group.
+
+    A shared subscription's offline member keeps getting its share until its session ends; the next round's
+    members must be the only ones.
+    """
+    from paho.mqtt.client import CallbackAPIVersion, Client
+    from paho.mqtt.enums import MQTTProtocolVersion
+
+    cfg = BrokerConfig.model_validate(address)
+    done = threading.Event()
+    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    client.on_connect = lambda *_: done.set()
+    client.connect(cfg.host, cfg.port, clean_start=True)
+    client.loop_start()
+    done.wait(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def make_session(address: str, client_id: str, topic: str = "bench/in/+") -> None:
     """Create the consumer's persistent session (subscribed, then offline) so that the broker keeps a backlog."""
     from paho.mqtt.client import CallbackAPIVersion, Client
     from paho.mqtt.enums import MQTTProtocolVersion
@@ -229,7 +290,7 @@ def make_session(address: str, client_id: str) -> None:
     cfg = BrokerConfig.model_validate(address)
     done = threading.Event()
     client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-    client.on_connect = lambda c, *_: c.subscribe([("bench/in/+", 1), (EOS, 1)])
+    client.on_connect = lambda c, *_: c.subscribe([(topic, 1), (EOS, 1)])
     client.on_subscribe = lambda *_: done.set()
     client.connect(cfg.host, cfg.port, clean_start=True, properties=_session_properties())
     client.loop_start()
@@ -416,9 +477,13 @@ def publish_backlog(address: str, prefix: str, per_sensor: int, publishers: int)
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) process *pid* used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system, all threads) process *pid* and the processes it started used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_s(int(c)) for c in children)
 
 
 def drain_rate(rx: Receiver, prefix: str, expected: int, messages: int, pid: int) -> tuple[float, float]:
@@ -443,7 +508,13 @@ def run_consumer(
 ) -> dict[str, Any]:
     rx = Receiver(address)
     client_id = f"bench-{which}-{unique_suffix()}"
-    make_session(address, client_id)
+    sessions = [client_id]
+    if which == "flow2":  # one persistent session per member of the shared subscription
+        sessions = [f"{client_id}-{i}" for i in range(2)]
+        for member in sessions:
+            make_session(address, member, "$share/edgeflow-bench_mqtt-samples/bench/in/+")
+    else:
+        make_session(address, client_id)
     per_sensor = backlog // SENSORS
     queued = publish_backlog(address, f"{which}drain", per_sensor, publishers)
     proc = _spawn(f"--serve-{which}", address, client_id)
@@ -473,6 +544,8 @@ def run_consumer(
         if proc.poll() is None:
             proc.kill()
         rx.close()
+        for session in sessions:
+            drop_session(address, session)
     clean = stats["messages"] >= sent and stats["dropped"] == 0 and stats["lost"] == 0
     return {
         "lat": lat,
@@ -514,6 +587,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--serve-flow", nargs=2, metavar=("BROKER", "CLIENT_ID"))
     ap.add_argument("--serve-baseline", nargs=2, metavar=("BROKER", "CLIENT_ID"))
+    ap.add_argument("--serve-flow2", nargs=2, metavar=("BROKER", "CLIENT_ID"))
+    ap.add_argument(
+        "--consumers",
+        default="flow,baseline",
+        help="which consumers, interleaved: flow (one process), flow2 (edgeflow run -p 2), baseline",
+    )
     ap.add_argument("--backlog", type=int, default=100_000, help="messages queued for the drain phase")
     ap.add_argument("--publish", nargs=7, metavar="ARG")
     ap.add_argument("--rounds", type=int, default=3)
@@ -526,6 +605,9 @@ def main() -> None:
     if args.serve_baseline:
         serve_baseline(*args.serve_baseline)
         return
+    if args.serve_flow2:
+        serve_flow_processes(*args.serve_flow2)
+        return
     if args.publish:
         a = args.publish
         serve_publisher(a[0], a[1], int(a[2]), int(a[3]), float(a[4]), int(a[5]), float(a[6]))
@@ -534,10 +616,11 @@ def main() -> None:
     rates = [10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0]
     load = os.getloadavg()
     broker = Mosquitto()
-    results: dict[str, list[dict[str, Any]]] = {"flow": [], "baseline": []}
+    consumers = [c for c in args.consumers.split(",") if c]
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in consumers}
     try:
         for r in range(args.rounds):
-            order = ["flow", "baseline"] if r % 2 == 0 else ["baseline", "flow"]
+            order = consumers[r % len(consumers) :] + consumers[: r % len(consumers)]
             for which in order:
                 res = run_consumer(which, broker.address, rates, seconds, args.publishers, args.backlog)
                 results[which].append(res)
@@ -567,15 +650,19 @@ def main() -> None:
         "| p50 ms @ 5k msg/s | p99 ms @ 5k msg/s |"
     )
     print("|---|---:|---:|---:|---:|---:|")
-    names = {"flow": "edgeflow (`mqtt_source` ... `mqtt_sink`)", "baseline": "baseline: plain paho + json + numpy loop"}
-    for which in ("flow", "baseline"):
+    names = {
+        "flow": "edgeflow (`mqtt_source` ... `mqtt_sink`)",
+        "flow2": "edgeflow, `edgeflow run -p 2` (shared subscription, resequenced)",
+        "baseline": "baseline: plain paho + json + numpy loop",
+    }
+    for which in consumers:
         rs = results[which]
         print(
             f"| {names[which]} | {_span([x['best'] for x in rs], ',.0f')} | "
             f"{_span([x['drain'] for x in rs], ',.0f')} | {_span([x['cpu_us'] for x in rs], '.1f')} | "
             f"{_span([x['lat']['p50'] for x in rs], '.2f')} | {_span([x['lat']['p99'] for x in rs], '.2f')} |"
         )
-    for which in ("flow", "baseline"):
+    for which in consumers:
         stops = [x["steps"][-1] for x in results[which] if x["steps"] and not x["steps"][-1]["ok"]]
         short = sum(1 for st in stops if st["short"])
         print(
