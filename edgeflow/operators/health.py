@@ -36,7 +36,7 @@ __all__ = ["SCORE_BOUNDS", "ModelHealth"]
 SCORE_BOUNDS: tuple[float, ...] = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
 """Upper bounds of the score histogram (score units)."""
 _MIN_ROWS = 16
-"""Feature vectors needed before drift is computed."""
+"""Feature vectors needed before drift is computed, and between two measurements of it."""
 
 
 class ModelHealth:
@@ -71,6 +71,8 @@ class ModelHealth:
         self.psi_alarm = False
         self._buf = np.zeros((capacity, len(names)), dtype=np.float64)
         self._n = 0
+        self._every = min(_MIN_ROWS, capacity)
+        """Drift and PSI are measured each time ``_n`` reaches a multiple of this."""
         self._lock = threading.Lock()
         self.drift: np.ndarray | None = None
         """Latest shift of each feature in training standard deviations (``None`` until enough windows)."""
@@ -82,30 +84,51 @@ class ModelHealth:
         self._scores = stats.histograms.setdefault(key, Histogram(SCORE_BOUNDS))
 
     def update(self, feats: np.ndarray, scores: np.ndarray) -> str | None:
-        """Add a batch of raw feature vectors and their scores; return a line when the drift alarm is raised."""
+        """Add a batch of raw feature vectors and their scores; return a line when the drift alarm is raised.
+
+        Drift and PSI are recomputed each time the vectors seen reach a multiple of 16 (over the last
+        ``capacity`` of them), not on every batch: a paced flow makes batches of one window, and the
+        statistics of 256 vectors move little from one to the next. A batch that crosses several multiples is
+        measured at the last one, so each value depends on the vectors seen, not on how they were batched.
+        """
         for s in scores.tolist():
             self._scores.observe_ns(round(s * 1e9) if s < 1e9 else 10**18)
         with self._lock:
             self._saturation()
             if (self._mean is None or self._std is None) and self._bins is None:
                 return None
-            cap = self._buf.shape[0]
-            rows = feats[-cap:]
-            idx = (self._n + np.arange(len(rows))) % cap
-            self._buf[idx] = rows
-            self._n += len(rows)
-            if self._n < min(_MIN_ROWS, cap):
+            total = self._n + len(feats)
+            boundary = total - total % self._every
+            if boundary <= self._n:
+                self._insert(feats)
                 return None
-            recent = self._buf[: min(self._n, cap)]
-            said = self._check_psi(recent)
-            if self._mean is None or self._std is None:
-                return said
-            drift = np.abs(np.median(recent, axis=0) - self._mean) / self._std
-            self.drift = drift
-            for name, value in zip(self._names, drift.tolist(), strict=True):
-                self._stats.set_gauge(f"model.drift|{self.model_id}|{name}", value)
-            drift_said = self._check_alarm(drift)
-            return drift_said if said is None else said if drift_said is None else f"{drift_said}; {said}"
+            head = boundary - self._n
+            self._insert(feats[:head])
+            said = self._measure()
+            self._insert(feats[head:])
+            return said
+
+    def _insert(self, rows: np.ndarray) -> None:
+        """Write *rows* into the ring of recent vectors (only the last ``capacity`` of them can stay)."""
+        if not len(rows):
+            return
+        cap = self._buf.shape[0]
+        kept = rows[-cap:]
+        self._buf[(self._n + len(rows) - len(kept) + np.arange(len(kept))) % cap] = kept
+        self._n += len(rows)
+
+    def _measure(self) -> str | None:
+        """Recompute drift and PSI over the recent vectors; return the alarm line if one is raised."""
+        recent = self._buf[: min(self._n, self._buf.shape[0])]
+        said = self._check_psi(recent)
+        if self._mean is None or self._std is None:
+            return said
+        drift = np.abs(np.median(recent, axis=0) - self._mean) / self._std
+        self.drift = drift
+        for name, value in zip(self._names, drift.tolist(), strict=True):
+            self._stats.set_gauge(f"model.drift|{self.model_id}|{name}", value)
+        drift_said = self._check_alarm(drift)
+        return drift_said if said is None else said if drift_said is None else f"{drift_said}; {said}"
 
     def _check_psi(self, recent: np.ndarray) -> str | None:
         if self._bins is None:
