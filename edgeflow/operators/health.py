@@ -39,6 +39,22 @@ _MIN_ROWS = 16
 """Feature vectors needed before drift is computed, and between two measurements of it."""
 
 
+def _column_medians(x: np.ndarray) -> np.ndarray:
+    """Return the median of each column of finite *x*, as :func:`numpy.median` computes it.
+
+    ``numpy.median`` imports ``numpy.ma`` on first use (~40 ms, inside a running flow) for a NaN check the
+    model's inputs do not need (non-finite windows never reach the model).
+
+    >>> x = np.array([[3.0, 1.0], [1.0, 5.0], [2.0, 2.0], [8.0, 0.5]])
+    >>> bool((_column_medians(x) == np.median(x, axis=0)).all()), bool((_column_medians(x[:3]) == [2.0, 2.0]).all())
+    (True, True)
+    """
+    n = len(x)
+    ordered = np.sort(x, axis=0)
+    half = n // 2
+    return ordered[half] if n % 2 else (ordered[half - 1] + ordered[half]) / 2
+
+
 class ModelHealth:
     """Drift, saturation and scores of one model version, fed one batch at a time (thread-safe)."""
 
@@ -123,7 +139,7 @@ class ModelHealth:
         said = self._check_psi(recent)
         if self._mean is None or self._std is None:
             return said
-        drift = np.abs(np.median(recent, axis=0) - self._mean) / self._std
+        drift = np.abs(_column_medians(recent) - self._mean) / self._std
         self.drift = drift
         for name, value in zip(self._names, drift.tolist(), strict=True):
             self._stats.set_gauge(f"model.drift|{self.model_id}|{name}", value)

@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import edgeflow.operators as eo
 from edgeflow import Flow
+from edgeflow.metrics import FlowStats
 from edgeflow.model import LiteRTModelHandler, ModelInfo
+from edgeflow.operators.health import ModelHealth, _column_medians
 from edgeflow.operators.ladder import FALLBACK
 from edgeflow.testing import run_capture, write_csv_recording
 from flows.pump_int8 import add_features
@@ -100,3 +105,27 @@ def test_a_failing_model_falls_back_to_the_zscore_baseline() -> None:
     assert degraded and all(FALLBACK in s["model"] for s in degraded)
     # the baseline learnt from healthy windows: the fault after the failure (pump-4 at 50 s) is still flagged
     assert any(s["anomaly"] and s["sensor"] == "pump-4" for s in fallback)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 300), st.integers(1, 6)), elements=st.floats(-1e12, 1e12)),
+)
+def test_drift_medians_equal_numpy_median(x: np.ndarray) -> None:
+    assert np.array_equal(_column_medians(x), np.median(x, axis=0))
+
+
+def test_drift_is_measured_every_16_vectors_whatever_the_batching() -> None:
+    rng = np.random.default_rng(2)
+    rows = rng.normal(0.0, 1.0, (100, 2))
+    one, batched = (ModelHealth("m@1", ("a", "b"), np.zeros(2), np.ones(2), None, FlowStats()) for _ in range(2))
+    seen = []
+    for i, row in enumerate(rows):  # one vector at a time: measured at 16, 32, 48, 64, 80, 96
+        one.update(row[None], np.zeros(1))
+        if i + 1 == 16:
+            assert one.drift is not None
+        seen.append(None if one.drift is None else one.drift.tolist())
+    assert seen[14] is None and seen[15] == seen[30] != seen[31]
+    for lo, hi in ((0, 7), (7, 40), (40, 100)):  # the last multiple each batch reaches: 32, then 96
+        batched.update(rows[lo:hi], np.zeros(hi - lo))
+    assert batched.drift is not None and batched.drift.tolist() == seen[-1]
