@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["FLOOR", "psi", "quantile_bins"]
+__all__ = ["FLOOR", "PsiBins", "psi", "quantile_bins"]
 
 FLOOR = 1e-4
 """Smallest bin share used in the PSI sum (an empty bin would make it infinite)."""
@@ -47,15 +47,44 @@ def quantile_bins(x: np.ndarray, bins: int = 10) -> tuple[list[list[float]], lis
     return edges_out, props_out
 
 
+class PsiBins:
+    """Training bins of every feature, made once, that score recent inputs for all features in a few numpy calls.
+
+    >>> bins = PsiBins([[0.0], [1.0, 2.0]], [[0.5, 0.5], [0.2, 0.3, 0.5]])
+    >>> bins.psi(np.array([[-1.0, 0.0], [1.0, 3.0]])).round(3).tolist()
+    [0.0, 2.676]
+    """
+
+    def __init__(self, edges: Sequence[Sequence[float]], proportions: Sequence[Sequence[float]]) -> None:
+        if len(edges) != len(proportions):
+            msg = f"PsiBins: {len(edges)} features have edges but {len(proportions)} have proportions"
+            raise ValueError(msg)
+        width = max((len(q) for q in proportions), default=1)
+        self._edges = np.full((len(edges), max(width - 1, 1)), np.inf)
+        # unused bins of a feature with fewer bins count nothing and expect FLOOR: they add exactly 0
+        self._expected = np.full((len(edges), width), FLOOR)
+        for i, (e, q) in enumerate(zip(edges, proportions, strict=True)):
+            if len(q) != len(e) + 1:
+                msg = f"PsiBins: feature {i} has {len(e)} inner edges but {len(q)} bin shares (expected {len(e) + 1})"
+                raise ValueError(msg)
+            self._edges[i, : len(e)] = e
+            self._expected[i, : len(q)] = np.maximum(q, FLOOR)
+        self._width = width
+
+    def psi(self, recent: np.ndarray) -> np.ndarray:
+        """PSI of each column of finite *recent* ``(n, d)``; one value per feature."""
+        n, d = recent.shape
+        if n == 0:
+            return np.zeros(d)
+        # bin of each value: how many of its feature's inner edges lie at or below it (searchsorted "right")
+        index = (recent[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
+        flat = (index + self._width * np.arange(d)).ravel()
+        counts = np.bincount(flat, minlength=d * self._width).reshape(d, self._width)
+        p = np.maximum(counts / n, FLOOR)
+        q = self._expected
+        return ((p - q) * np.log(p / q)).sum(axis=1)
+
+
 def psi(recent: np.ndarray, edges: Sequence[Sequence[float]], proportions: Sequence[Sequence[float]]) -> np.ndarray:
     """PSI of each column of *recent* ``(n, d)`` against the training bins; one value per feature."""
-    out = np.zeros(recent.shape[1])
-    n = len(recent)
-    if n == 0:
-        return out
-    for i, (e, q) in enumerate(zip(edges, proportions, strict=True)):
-        counts = np.bincount(np.searchsorted(np.asarray(e), recent[:, i], side="right"), minlength=len(q))
-        p = np.maximum(counts / n, FLOOR)
-        qq = np.maximum(np.asarray(q), FLOOR)
-        out[i] = float(np.sum((p - qq) * np.log(p / qq)))
-    return out
+    return PsiBins(edges, proportions).psi(recent)

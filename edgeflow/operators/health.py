@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.metrics import FlowStats, Histogram
-from edgeflow.model.psi import psi
+from edgeflow.model.psi import PsiBins
 from edgeflow.model.tensors import TensorSpec
 
 __all__ = ["SCORE_BOUNDS", "ModelHealth"]
@@ -80,7 +80,7 @@ class ModelHealth:
         self._base = self._spec.clips.totals() if self._spec is not None else (0, 0)
         self._stats = stats
         self._alarm_at = drift_alarm
-        self._bins = bins
+        self._bins = None if bins is None else PsiBins(*bins)
         self._psi_at = psi_alarm
         self.psi: np.ndarray | None = None
         """Latest population stability index of each feature (``None`` until enough windows, or without bins)."""
@@ -149,7 +149,7 @@ class ModelHealth:
     def _check_psi(self, recent: np.ndarray) -> str | None:
         if self._bins is None:
             return None
-        values = psi(recent, *self._bins)
+        values = self._bins.psi(recent)
         self.psi = values
         for name, value in zip(self._names, values.tolist(), strict=True):
             self._stats.set_gauge(f"model.psi|{self.model_id}|{name}", value)

@@ -7,11 +7,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import edgeflow.operators as eo
 from edgeflow import Flow
 from edgeflow.model import load_manifest
+from edgeflow.model.psi import FLOOR, PsiBins, quantile_bins
 from edgeflow.model.verify import sign_model
 from edgeflow.observe.exporter import exposition
 from edgeflow.testing import run_capture, write_csv_recording
@@ -75,3 +78,16 @@ def test_an_older_manifest_without_bins_still_runs_and_has_no_psi(tmp_path: Path
     assert capture.outputs["summary_out"] and not _psi(capture)
     assert not any(name.startswith("model.psi") for name in capture.report.stats.gauges)
     assert "drift" in capture.outputs["summary_out"][-1]["model_health"]  # drift still works
+
+
+def test_psi_of_all_features_at_once_equals_the_definition_feature_by_feature() -> None:
+    rng = np.random.default_rng(4)
+    train = rng.normal(0.0, 1.0, (2_000, 5))
+    train[:, 2] = np.round(train[:, 2])  # few distinct values: merged edges, fewer bins for this feature
+    edges, props = quantile_bins(train, bins=10)
+    recent = rng.normal(0.3, 1.5, (256, 5))
+    for i, (e, q) in enumerate(zip(edges, props, strict=True)):
+        counts = np.bincount(np.searchsorted(e, recent[:, i], side="right"), minlength=len(q))
+        p, qq = np.maximum(counts / 256, FLOOR), np.maximum(q, FLOOR)
+        expected = float(np.sum((p - qq) * np.log(p / qq)))
+        assert PsiBins(edges, props).psi(recent)[i] == pytest.approx(expected, rel=1e-12, abs=1e-15)
