@@ -138,6 +138,7 @@ class FeatureExtractor:
         per_channel = [p if isinstance(p, str) else p.name if isinstance(p, _Band) else f"p{p:g}" for p in self._parsed]
         self.names = tuple(f"{c}.{n}" if len(channels) > 1 else n for c in channels for n in per_channel)
         self._percentiles = [p for p in self._parsed if isinstance(p, float)]
+        self._percentile_at = _percentile_positions(size, self._percentiles)
         bands = [p for p in self._parsed if isinstance(p, _Band)]
         nyquist = rate_hz / 2
         for band in bands:
@@ -186,7 +187,10 @@ class FeatureExtractor:
 
     def _percentile_block(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         if "pct" not in cache:
-            cache["pct"] = _percentiles(_sorted(cache, x), self._percentiles)
+            lo, hi, frac = self._percentile_at
+            ordered = _sorted(cache, x)
+            below, above = ordered[:, lo], ordered[:, hi]
+            cache["pct"] = (below + (above - below) * frac).T
         return cache["pct"]
 
     def _band_block(self, cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -252,14 +256,14 @@ def _sorted(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return cache["sorted"]
 
 
-def _percentiles(x_sorted: np.ndarray, qs: list[float]) -> np.ndarray:
-    """Percentiles with numpy's default ("linear") rule, from already sorted rows: shape ``(len(qs), channels)``."""
-    h = (x_sorted.shape[1] - 1) * np.asarray(qs) / 100.0
+def _percentile_positions(size: int, qs: list[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return where percentiles *qs* of *size* sorted values lie: index below, index above, fraction between.
+
+    numpy's default ("linear") rule; made once per extractor, as windows have a fixed size.
+    """
+    h = (size - 1) * np.asarray(qs, dtype=np.float64) / 100.0
     lo = np.floor(h).astype(np.intp)
-    hi = np.minimum(lo + 1, x_sorted.shape[1] - 1)
-    frac = h - lo
-    below, above = x_sorted[:, lo], x_sorted[:, hi]
-    return (below + (above - below) * frac).T
+    return lo, np.minimum(lo + 1, size - 1), h - lo
 
 
 def _mean_shift(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -269,12 +273,18 @@ def _mean_shift(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 def _skew(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     m2 = _central(cache, x)
-    return np.divide(_moment(cache, x, 3), m2**1.5, out=np.zeros_like(m2), where=m2 > 0)
+    m3 = _moment(cache, x, 3)
+    if (m2 > 0).all():  # the usual case: no constant row, a plain division
+        return m3 / m2**1.5
+    return np.divide(m3, m2**1.5, out=np.zeros_like(m2), where=m2 > 0)
 
 
 def _kurtosis(cache: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     m2 = _central(cache, x)
-    return np.divide(_moment(cache, x, 4), m2 * m2, out=np.zeros_like(m2), where=m2 > 0) - 3.0
+    m4 = _moment(cache, x, 4)
+    if (m2 > 0).all():
+        return m4 / (m2 * m2) - 3.0
+    return np.divide(m4, m2 * m2, out=np.zeros_like(m2), where=m2 > 0) - 3.0
 
 
 _STATS: dict[str, Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]] = {
