@@ -43,6 +43,8 @@ def to_json(item: Any) -> dict[str, Any]:
         out.update(score=round(item.score, 4), anomaly=item.anomaly, model=item.model)
         if item.raised_by:
             out["raised_by"] = {name: round(z, 2) for name, z in item.raised_by.items()}
+        if item.degraded:  # the verdict came from a fallback detector, named by "model"
+            out["degraded"] = True
         return out
     if isinstance(item, Window):
         return _window_json(item)

@@ -97,6 +97,8 @@ def test_a_failing_model_falls_back_to_the_zscore_baseline() -> None:
     scored = capture.outputs["scores"]
     fallback = [s for s in scored if s["model"] == FALLBACK]
     assert fallback and len(scored) == capture.report.stats.windows  # no window lost
+    assert all(s.get("degraded") is True for s in fallback)  # each verdict says it is not the model's
+    assert not any(s.get("degraded") for s in scored if s["model"] != FALLBACK)
     counts = capture.report.stats.counts
     assert counts["infer.fallback|model_failed"] == len(fallback) == counts["infer.failed"]
     assert all("scored by fallback:zscore" in d["reason"] for d in capture.dead_letters)
