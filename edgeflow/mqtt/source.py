@@ -144,7 +144,8 @@ class MqttSourceConfig(BaseModel):
     hand-off queue of their own that is drained first. ``False``: one queue for all."""
     priority_batch_s: PositiveFloat | None = None
     """With priorities and a latency budget: the worker time a batch should take; normal messages beyond it wait
-    for a later batch (default: a quarter of the flow's ``latency_budget_ms``)."""
+    for a later batch (default: an eighth of the flow's ``latency_budget_ms``: a high-priority message waits for
+    the batch in progress and then its own)."""
     shed_after_s: PositiveFloat | None = None
     """With priorities and a latency budget: normal-priority messages that waited longer in the hand-off are shed
     (``mqtt.dropped|shed``, still acknowledged; default: the flow's ``latency_budget_ms``)."""
@@ -236,12 +237,12 @@ def priority_policy(cfg: MqttSourceConfig, budget_ms: float | None) -> PriorityP
     """How the hand-off protects high-priority sensors: *cfg*'s settings, else derived from the flow's budget.
 
     >>> priority_policy(MqttSourceConfig(), 100.0)
-    PriorityPolicy(batch_s=0.025, shed_after_s=0.1, min_batch=16)
+    PriorityPolicy(batch_s=0.0125, shed_after_s=0.1, min_batch=16)
     >>> priority_policy(MqttSourceConfig(), None)
     PriorityPolicy(batch_s=None, shed_after_s=None, min_batch=16)
     """
     budget_s = budget_ms / 1e3 if budget_ms is not None else None
-    batch_s = cfg.priority_batch_s or (budget_s / 4 if budget_s is not None else None)
+    batch_s = cfg.priority_batch_s or (budget_s / 8 if budget_s is not None else None)
     return PriorityPolicy(batch_s=batch_s, shed_after_s=cfg.shed_after_s or budget_s)
 
 

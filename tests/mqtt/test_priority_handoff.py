@@ -91,7 +91,7 @@ def test_the_compiler_hands_the_flows_priorities_to_the_source(broker: Broker) -
     assert compiled.priorities == {"hi-0": "high"}
     source = compiled.build(compiled.order[0], RunContext("prio", latency_budget_ms=100.0))
     assert source.high == frozenset({"hi-0"})
-    assert source.priority == PriorityPolicy(batch_s=0.025, shed_after_s=0.1)
+    assert source.priority == PriorityPolicy(batch_s=0.0125, shed_after_s=0.1)
     plain = Flow("plain")
     eo.output("out", eo.mqtt_source("samples", plain, "prio/{sensor}", broker=broker.address), eo.stdout())
     compiled = compile_flow(plain)
