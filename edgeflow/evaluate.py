@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
@@ -414,11 +414,14 @@ def _scored_steps(compiled: CompiledFlow, step: str | None) -> list[str]:
     return last
 
 
+def _giving(sink: CaptureSink) -> Callable[[Any], CaptureSink]:
+    """Return a step factory that gives *sink*, whatever the run."""
+    return lambda _ctx: sink
+
+
 def _with_taps(compiled: CompiledFlow, taps: dict[str, CaptureSink]) -> CompiledFlow:
     """*compiled* with a capturing sink on each tapped step (no recompiling: checks and models stay as prepared)."""
-    extra = [
-        Step(f"{sid}.eval", "capture", "sink", (sid,), build=lambda _ctx, sink=sink: sink) for sid, sink in taps.items()
-    ]
+    extra = [Step(f"{sid}.eval", "capture", "sink", (sid,), build=_giving(sink)) for sid, sink in taps.items()]
     return replace(
         compiled,
         order=(*compiled.order, *extra),

@@ -370,7 +370,7 @@ def _client_class() -> type:
             if self._thread is None and self._on_socket_register_write is None and self._sock is not None:
                 self.loop_write()
 
-        def _packet_queue(self, command: int, packet: bytes, mid: int, qos: int, info: Any = None) -> Any:
+        def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None) -> Any:
             if not self._quiet and (self._thread is None or threading.current_thread() is not self._thread):
                 return super()._packet_queue(command, packet, mid, qos, info)
             # queued by paho's own network thread (a PUBACK while reading): its loop writes it next, so the

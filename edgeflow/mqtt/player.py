@@ -83,10 +83,11 @@ def _packed_properties() -> tuple[Any, Any]:
             object.__setattr__(self, "UserProperty", pairs)
 
         def pack(self) -> bytes:
-            return self._packed  # type: ignore[no-any-return]
+            packed: bytes = self.__dict__["_packed"]
+            return packed
 
         def __str__(self) -> str:
-            return str({"UserProperty": self.UserProperty})
+            return str({"UserProperty": self.__dict__["UserProperty"]})
 
     return PackedProperties, VariableByteIntegers.encode
 

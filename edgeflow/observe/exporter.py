@@ -235,10 +235,10 @@ class FlowCollector(Collector):
             ("ladder.level|", "edgeflow_ladder_level", "Rung of a scoring step's ladder (0 full .. 3 raw)."),
             ("ladder.backlog_s|", "edgeflow_ladder_backlog_seconds", "Verdicts' lag behind event time, over usual."),
         ):
-            family = GaugeMetricFamily(metric, doc, labels=[*base, "step"])
+            by_step = GaugeMetricFamily(metric, doc, labels=[*base, "step"])
             for name in sorted(k for k in gauges if k.startswith(key)):
-                family.add_metric([*ids, name[len(key) :]], gauges.pop(name))
-            yield family
+                by_step.add_metric([*ids, name[len(key) :]], gauges.pop(name))
+            yield by_step
         other = GaugeMetricFamily("edgeflow_gauge", "Other current values by name.", labels=[*base, "name"])
         for name, value in sorted(gauges.items()):
             other.add_metric([*ids, name], value)

@@ -172,7 +172,7 @@ class ZScoreState:
             if scored is not None:
                 return scored
         feats = np.stack([w.features for w in windows]).astype(np.float64)  # type: ignore[misc]
-        finite = np.isfinite(feats).all(axis=1)
+        finite = np.asarray(np.isfinite(feats).all(axis=1), dtype=bool)
         x = feats if self._index is None else feats[:, self._index]
         std = self._frozen_std()
         z = (x - np.asarray(self._mean)) / std

@@ -241,9 +241,9 @@ class SensorWindows:
                     clock, held = ti, -1
                     continue
                 keep[held] = False
-                ahead = float(t[held] - clock)
+                lead = float(t[held] - clock)
                 reason = (
-                    f"timestamp {to_iso(t[held])} is {ahead:,.0f} s ahead of the sensor's newest {to_iso(clock)} "
+                    f"timestamp {to_iso(t[held])} is {lead:,.0f} s ahead of the sensor's newest {to_iso(clock)} "
                     f"and the next sample is not: an outlier, not the sensor's new clock (max_jump_s={jump:g})"
                 )
                 dead.append(DeadLetter(self._step_id, reason, self._describe(block, held), block.sensor))
@@ -371,7 +371,8 @@ class SensorWindows:
         due = size - self._filled if self._filled < size else self._hop - self._since_emit
         if points > due:
             return None
-        ring, pos, last_t, last_v = self._buf, self._pos, self._last_t, self._last_v
+        ring, pos, last_t = self._buf, self._pos, self._last_t
+        last_v: Sequence[float] | np.ndarray = self._last_v
         index = self._next_index
         for t, row in zip(ts, rows, strict=True):
             reached = math.floor((t - origin) * rate + 1e-9)
