@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from edgeflow.metrics import FlowStats
 from edgeflow.operators.detect import DetectorConfig, ZScoreState
 from edgeflow.operators.summarize import IntervalSummary, SummaryConfig, wilson_interval
 from edgeflow.records import Scored, Window
+from edgeflow.student_t import t975
 
 
 def _window(end: float, features: list[float], n_raw: int = 10) -> Window:
@@ -128,3 +131,16 @@ def test_a_frozen_baseline_scores_a_batch_at_once_exactly_as_window_by_window() 
     assert seen(fast) == seen(slow)  # one at a time takes Python floats: the same bits
     assert sum(getattr(x, "anomaly", False) for x in fast) > 0
     np.testing.assert_array_equal(batched.last_z, single.last_z)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0.0, 1e6, allow_subnormal=False), min_size=2, max_size=300))
+def test_summary_score_mean_and_interval_are_numpy_s_to_the_digit(scores: list[float]) -> None:
+    summary = IntervalSummary(SummaryConfig(every_s=1e6, digits=9), ("rms",))
+    summary.on_batch([Scored(_window(1.0 + i * 1e-3, [1.0]), s, False, "z") for i, s in enumerate(scores)])
+    (closed,) = summary.on_eof()
+    a = np.asarray(scores)
+    half = float(t975(len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+    expected = [float(f"{x:.9g}") for x in (a.mean(), a.mean() - half, a.mean() + half, a.max())]
+    got = closed.record["score"]
+    assert [got["mean"], *got["ci95"], got["max"]] == expected

@@ -194,9 +194,16 @@ class IntervalSummary:
     def _emit(self, t_in: int) -> Summary:
         d = self._cfg.digits
         n = self._windows
+        # ndarray.mean and .std(ddof=1) by the same ufunc reductions, without their Python-level overhead
         scores = np.asarray(self._scores)
-        mean = float(scores.mean())
-        half = float(t975(n - 1) * scores.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
+        total = np.add.reduce(scores)
+        mean = float(total / n)
+        if n > 1:
+            deviations = scores - total / n
+            std = math.sqrt(float(np.add.reduce(deviations * deviations) / (n - 1)))
+            half = float(t975(n - 1) * std / math.sqrt(n))
+        else:
+            half = math.inf
         assert self._interval is not None
         start = self._interval * self._cfg.every_s
         record: dict[str, Any] = {
@@ -214,7 +221,7 @@ class IntervalSummary:
             "score": {
                 "mean": _round(mean, d),
                 "ci95": [_round(mean - half, d), _round(mean + half, d)] if math.isfinite(half) else None,
-                "max": _round(float(scores.max()), d),
+                "max": _round(max(self._scores), d),
                 "max_at": to_datetime(self._max_at).isoformat(),
             },
             "model": self._models[0] if len(self._models) == 1 else list(dict.fromkeys(self._models)),
