@@ -28,11 +28,13 @@ def _run(cfg: WindowConfig, block: SampleBlock, cuts: list[int]) -> tuple[list[t
         warnings.simplefilter("ignore")
         for lo, hi in itertools.pairwise(bounds):
             if hi > lo:
-                part = SampleBlock("s", block.ts[lo:hi], block.values[lo:hi], block.nbytes[lo:hi], 0)
+                ins = None if block.t_ins is None else block.t_ins[lo:hi]
+                t_in = block.t_in if ins is None else int(ins[-1])
+                part = SampleBlock("s", block.ts[lo:hi], block.values[lo:hi], block.nbytes[lo:hi], t_in, ins)
                 out += state.on_batch([part])
         out += state.on_eof()
     # windows in order; dead letters as a set (a batch lists them by check, before its windows)
-    windows = [(w.start, w.end, w.data.tobytes(), w.n_raw, w.raw_bytes) for w in out if isinstance(w, Window)]
+    windows = [(w.start, w.end, w.data.tobytes(), w.n_raw, w.raw_bytes, w.t_in) for w in out if isinstance(w, Window)]
     letters = sorted((w.reason, w.payload) for w in out if isinstance(w, DeadLetter))
     assert len(windows) + len(letters) == len(out)
     snap = state.snapshot()
@@ -68,7 +70,12 @@ def _series(draw: st.DrawFn) -> tuple[WindowConfig, SampleBlock, list[int]]:
     size = draw(st.sampled_from([4, 16, 64]))
     hop = draw(st.integers(1, size))
     cfg = WindowConfig(rate_hz=rate, size=size, hop=hop, max_gap_s=5.0 / rate)
-    block = SampleBlock("s", ts, values, rng.integers(10, 40, n), 0)
+    arrivals = None  # a replay's block: one ingest time; MQTT's: one per sample (message)
+    if draw(st.booleans()):
+        arrivals = np.cumsum(rng.integers(1, 1_000, n)).astype(np.int64)
+    block = SampleBlock(
+        "s", ts, values, rng.integers(10, 40, n), 0 if arrivals is None else int(arrivals[-1]), arrivals
+    )
     cuts = draw(st.lists(st.integers(1, n - 1), max_size=n))
     return cfg, block, cuts
 

@@ -271,9 +271,10 @@ class SensorWindows:
             few: list[Any] | None = None
             if type(item) is Sample:
                 few = self._few([item.ts], [item.values], [item.nbytes], item.t_in)
-            elif len(item) <= _FEW and item.t_ins is None:  # type: ignore[arg-type, union-attr]
+            elif len(item) <= _FEW:  # type: ignore[arg-type]
                 one: SampleBlock = item  # type: ignore[assignment]
-                few = self._few(one.ts.tolist(), one.values.tolist(), one.nbytes.tolist(), one.t_in)
+                ins = None if one.t_ins is None else one.t_ins.tolist()
+                few = self._few(one.ts.tolist(), one.values.tolist(), one.nbytes.tolist(), one.t_in, ins)
             if few is not None:
                 return few
         block = SampleBlock.of(items)
@@ -344,7 +345,14 @@ class SensorWindows:
             self._stats.add(windows=sum(type(item) is Window for item in out[emitted:]))
         return out
 
-    def _few(self, ts: list[float], rows: Sequence[Sequence[float]], nbytes: list[int], t_in: int) -> list[Any] | None:
+    def _few(
+        self,
+        ts: list[float],
+        rows: Sequence[Sequence[float]],
+        nbytes: list[int],
+        t_in: int,
+        t_ins: list[int] | None = None,
+    ) -> list[Any] | None:
         """Take a few samples with Python scalars: their window if they complete one, or ``None`` (nothing done).
 
         A paced replay or MQTT hands a sensor a sample or two at a time, where numpy's per-call cost would
@@ -373,14 +381,15 @@ class SensorWindows:
             return None
         ring, pos, last_t = self._buf, self._pos, self._last_t
         last_v: Sequence[float] | np.ndarray = self._last_v
-        index = self._next_index
-        for t, row in zip(ts, rows, strict=True):
+        index, pusher = self._next_index, 0
+        for i, (t, row) in enumerate(zip(ts, rows, strict=True)):
             reached = math.floor((t - origin) * rate + 1e-9)
             while index <= reached:
                 g = origin + index / rate
                 ring[:, pos] = [_interp_two(g, last_t, t, float(a), b) for a, b in zip(last_v, row, strict=True)]
                 pos = pos + 1 if pos + 1 < size else 0
                 index += 1
+                pusher = i
             last_t, last_v = t, row
         self._next_index = index
         self._pos, self._last_t, self._last_v = pos, last_t, np.array(last_v, dtype=np.float64)
@@ -398,6 +407,8 @@ class SensorWindows:
         self._n_raw, self._raw_bytes, self._since_emit = len(ts) - upto, sum(nbytes[upto:]), 0
         self._stats.add(windows=1)
         span = (size - 1) / rate
+        if t_ins is not None:  # latency runs from the sample that completed the window (reached its last point)
+            t_in = t_ins[pusher]
         return [Window(self._sensor or "", end - span, end, data, rate, n_raw, raw_bytes, t_in)]
 
     def _check_sampling(self, t: np.ndarray, *, final: bool = False) -> None:
@@ -456,12 +467,12 @@ class SensorWindows:
             points = np.empty((v.shape[0], k), dtype=np.float32)
             for c in range(v.shape[0]):
                 points[c] = np.interp(at, xp, np.concatenate(([self._last_v[c]], v[c])))
-            self._push(points, grid, out)
+            self._push(points, grid, indices, out)
             self._next_index = last_index + 1
         self._last_t, self._last_v = float(t[-1]), v[:, -1]
 
-    def _push(self, points: np.ndarray, grid: np.ndarray, out: list[Any]) -> None:
-        """Append resampled *points* (channels x k) at times *grid*; emit every window they complete.
+    def _push(self, points: np.ndarray, grid: np.ndarray, indices: np.ndarray, out: list[Any]) -> None:
+        """Append resampled *points* (channels x k) at times *grid* (grid *indices*); emit the windows they complete.
 
         All windows of the call are cut at once: the ring's points in time order followed by the new ones
         form one series, and each window is a slice of it (copied once, together).
@@ -476,7 +487,7 @@ class SensorWindows:
             series = np.concatenate((ordered, points), axis=1)
             starts = ends + held - size + 1
             data = series[:, starts[:, None] + np.arange(size)].transpose(1, 0, 2)  # windows x channels x size
-            self._emit(data, grid[ends], out)
+            self._emit(data, grid[ends], indices[ends], out)
             self._since_emit = k - 1 - int(ends[-1])
         else:
             self._since_emit += k
@@ -491,7 +502,7 @@ class SensorWindows:
             self._pos = (self._pos + k) % size
         self._filled = min(size, self._filled + k)
 
-    def _emit(self, data: np.ndarray, end_ts: np.ndarray, out: list[Any]) -> None:
+    def _emit(self, data: np.ndarray, end_ts: np.ndarray, end_index: np.ndarray, out: list[Any]) -> None:
         """Make the windows of *data* (windows x channels x size) ending at *end_ts*, with their raw counts."""
         batch_t = self._batch_t
         if self._batch_bytes is None:
@@ -507,8 +518,9 @@ class SensorWindows:
         raw_bytes[0] += self._raw_bytes
         self._attributed = int(upto[-1])
         self._n_raw = self._raw_bytes = 0
-        # the sample that completed a window: the first at or after its last grid point
-        completing = np.minimum(np.searchsorted(batch_t, end_ts, side="left"), len(batch_t) - 1)
+        # ingest time: of the sample that completed a window, the first to reach its last grid point
+        reached = np.floor((batch_t - self._origin) * self._rate + 1e-9)
+        completing = np.minimum(np.searchsorted(reached, end_index, side="left"), len(batch_t) - 1)
         assert self._block is not None
         t_ins = self._block.t_ins
         ingest = [self._block.t_in] * len(end_ts) if t_ins is None else t_ins[completing].tolist()
