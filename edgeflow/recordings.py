@@ -394,6 +394,7 @@ class RecordingReader:
             if self.line == before:
                 break
         if self._grow:
+            self._grow_for(sensors, sum(map(len, parts)), after=True)
             self._remember(sensors)
         if parts:
             return Chunk.concat(parts), dead
@@ -401,15 +402,20 @@ class RecordingReader:
             return Chunk.of([], len(self._values)), dead
         return None, dead
 
-    def _grow_for(self, sensors: dict[str, None], rows: int) -> None:
+    def _grow_for(self, sensors: dict[str, None], rows: int, *, after: bool = False) -> None:
         """Grow the batch to :data:`ROWS_PER_SENSOR` rows per sensor seen, when sensors recur.
 
         Sensors recur when they send several rows in this batch, or when most of them were in the previous
         batch too (more sensors than a batch has rows). Sensors that each sent one row and are never seen again
         (a flood of distinct ids) gain nothing from larger batches and would only put more sensors in flight at
         once, so they do not make it grow.
+
+        While a batch is read (*after* false) only its own rows count: how far a batch reaches must depend on
+        its first line and the batch size it started with alone, which is what a replay's snapshot records
+        (a resumed reader re-reads that batch, remembering no earlier one). Earlier batches' sensors grow
+        the next batch, once this one is read.
         """
-        recent = self._recent
+        recent = self._recent if after else {}
         again = sum(1 for name in sensors if name in recent) if recent else 0
         if rows >= 2 * len(sensors) or 2 * again >= len(sensors):  # a split file holds other partitions' rows too
             seen = len(sensors) + len(recent) - again
