@@ -108,3 +108,21 @@ def test_a_grid_point_reached_within_rounding_is_interpolated_at_its_own_sample(
     block = SampleBlock("s", ts, values, np.full(24, 20), 0)
     cfg = WindowConfig(rate_hz=10, size=4, hop=1, max_gap_s=1.0)
     assert _run(cfg, block, []) == _run(cfg, block, list(range(1, 24)))
+
+
+def test_samples_whose_values_are_numpy_float32_give_the_same_windows_one_at_a_time() -> None:
+    # a custom source may hand on numpy scalars: the scalar path must interpolate them in float64, as numpy does
+    from edgeflow.records import Sample
+
+    rng = np.random.default_rng(0)
+    ts = T0 + np.cumsum(rng.uniform(0.03, 0.17, 120))
+    values = rng.normal(size=120).astype(np.float32)
+    samples = [Sample(float(t), "s", (v,), 10, 0) for t, v in zip(ts, values, strict=True)]
+    cfg = WindowConfig(rate_hz=10, size=4, hop=1, max_gap_s=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = SensorWindows("win", cfg, 1, SensorAdmission(10), FlowStats())
+        singly = [w for s in samples for w in one.on_batch([s])]
+        together = SensorWindows("win", cfg, 1, SensorAdmission(10), FlowStats()).on_batch(list(samples))
+    assert len(singly) == len(together) > 100
+    assert [w.data.tobytes() for w in singly] == [w.data.tobytes() for w in together]

@@ -386,7 +386,8 @@ class SensorWindows:
             reached = math.floor((t - origin) * rate + 1e-9)
             while index <= reached:
                 g = origin + index / rate
-                ring[:, pos] = [_interp_two(g, last_t, t, float(a), b) for a, b in zip(last_v, row, strict=True)]
+                # float(b): a Sample's values may be numpy scalars, which numpy's way takes as float64 too
+                ring[:, pos] = [_interp_two(g, last_t, t, float(a), float(b)) for a, b in zip(last_v, row, strict=True)]
                 pos = pos + 1 if pos + 1 < size else 0
                 index += 1
                 pusher = i
