@@ -144,3 +144,12 @@ def test_summary_score_mean_and_interval_are_numpy_s_to_the_digit(scores: list[f
     expected = [float(f"{x:.9g}") for x in (a.mean(), a.mean() - half, a.mean() + half, a.max())]
     got = closed.record["score"]
     assert [got["mean"], *got["ci95"], got["max"]] == expected
+
+
+def test_a_nan_score_makes_the_summary_s_max_nan_wherever_it_is() -> None:
+    # numpy's max propagates NaN; the summary's max must not depend on where in the interval the NaN came
+    for scores in ([1.0, float("nan"), 2.0], [float("nan"), 1.0], [1.0, 2.0, float("nan")]):
+        summary = IntervalSummary(SummaryConfig(every_s=1e6), ("rms",))
+        summary.on_batch([Scored(_window(1.0 + i * 1e-3, [1.0]), s, False, "z") for i, s in enumerate(scores)])
+        (closed,) = summary.on_eof()
+        assert np.isnan(closed.record["score"]["max"]), scores

@@ -221,7 +221,7 @@ class IntervalSummary:
             "score": {
                 "mean": _round(mean, d),
                 "ci95": [_round(mean - half, d), _round(mean + half, d)] if math.isfinite(half) else None,
-                "max": _round(max(self._scores), d),
+                "max": _round(float(np.maximum.reduce(scores)), d),  # NaN if any score is, as ndarray.max
                 "max_at": to_datetime(self._max_at).isoformat(),
             },
             "model": self._models[0] if len(self._models) == 1 else list(dict.fromkeys(self._models)),
