@@ -46,6 +46,9 @@ GAP_PERIODS = 5
 PROBE_SAMPLES = 64
 """Samples per sensor from which the sampling interval is checked against the settings."""
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ON_GRID = 1e-9
+"""A sample within this fraction of a period before a grid point reaches it: ``floor((t - origin) * rate + _ON_GRID)``
+is the last grid point a sample at *t* reaches (timestamps that are on the grid but for rounding stay on it)."""
 _FEW = 8
 """A call with at most this many samples of a sensor tries the scalar way first (see ``SensorWindows._few``)."""
 MAX_UPSAMPLING = 4.0
@@ -369,21 +372,20 @@ class SensorWindows:
             for x in row:
                 if not abs(x) <= _FLOAT32_MAX:
                     return None
-            k = math.floor((t - origin) * rate + 1e-9) - index + 1
+            k = math.floor((t - origin) * rate + _ON_GRID) - index + 1
             if k > _FEW:
                 return None
             points += k
             index += k
             last_t = t
-        size = self._size
-        due = size - self._filled if self._filled < size else self._hop - self._since_emit
+        size, due = self._size, self._due
         if points > due:
             return None
         ring, pos, last_t = self._buf, self._pos, self._last_t
         last_v: Sequence[float] | np.ndarray = self._last_v
         index, pusher = self._next_index, 0
         for i, (t, row) in enumerate(zip(ts, rows, strict=True)):
-            reached = math.floor((t - origin) * rate + 1e-9)
+            reached = math.floor((t - origin) * rate + _ON_GRID)
             while index <= reached:
                 g = origin + index / rate
                 # float(b): a Sample's values may be numpy scalars, which numpy's way takes as float64 too
@@ -403,7 +405,7 @@ class SensorWindows:
         # the last point completed a window: samples up to its end are its raw samples (as in _emit)
         end = origin + (index - 1) / rate
         upto = sum(1 for t in ts if t <= end)
-        data = np.concatenate((ring[:, pos:], ring[:, :pos]), axis=1) if pos else ring.copy()
+        data = self._ring_in_order()
         n_raw, raw_bytes = self._n_raw + upto, self._raw_bytes + sum(nbytes[:upto])
         self._n_raw, self._raw_bytes, self._since_emit = len(ts) - upto, sum(nbytes[upto:]), 0
         self._stats.add(windows=1)
@@ -411,6 +413,19 @@ class SensorWindows:
         if t_ins is not None:  # latency runs from the sample that completed the window (reached its last point)
             t_in = t_ins[pusher]
         return [Window(self._sensor or "", end - span, end, data, rate, n_raw, raw_bytes, t_in)]
+
+    @property
+    def _due(self) -> int:
+        """Grid points still to come before the next window is complete."""
+        return self._size - self._filled if self._filled < self._size else self._hop - self._since_emit
+
+    def _ring_in_order(self) -> np.ndarray:
+        """Return a copy of the ring buffer, oldest point first (only the last ``_filled`` points are the sensor's)."""
+        return np.concatenate((self._buf[:, self._pos :], self._buf[:, : self._pos]), axis=1)
+
+    def _reached(self, t: np.ndarray) -> np.ndarray:
+        """Return the last grid point each of the timestamps *t* reaches (see :data:`_ON_GRID`)."""
+        return np.floor((t - self._origin) * self._rate + _ON_GRID)
 
     def _check_sampling(self, t: np.ndarray, *, final: bool = False) -> None:
         """Once per sensor, from its first samples: warn if the data's sampling does not fit the settings."""
@@ -452,18 +467,16 @@ class SensorWindows:
         self._last_t, self._last_v = t0 - 1.0 / self._rate, v0
 
     def _resample(self, t: np.ndarray, v: np.ndarray, out: list[Any]) -> None:
-        last_index = math.floor((t[-1] - self._origin) * self._rate + 1e-9)
+        last_index = math.floor((t[-1] - self._origin) * self._rate + _ON_GRID)
         k = last_index - self._next_index + 1
         if k > 0:
             indices = np.arange(self._next_index, last_index + 1)
             grid = self._origin + indices / self._rate
             at = grid
             if len(t) > 1:
-                # a grid point belongs to the first sample that reaches it (within 1e-9 of a period): it is
-                # interpolated no later than that sample, as when samples come one at a time, so that how the
-                # input was batched changes nothing
-                reached = np.floor((t - self._origin) * self._rate + 1e-9)
-                at = np.minimum(grid, t[np.searchsorted(reached, indices)])
+                # a grid point belongs to the first sample that reaches it: it is interpolated no later than
+                # that sample, as when samples come one at a time, so that how the input was batched changes nothing
+                at = np.minimum(grid, t[np.searchsorted(self._reached(t), indices)])
             xp = np.concatenate(([self._last_t], t))
             points = np.empty((v.shape[0], k), dtype=np.float32)
             for c in range(v.shape[0]):
@@ -480,11 +493,10 @@ class SensorWindows:
         """
         size, hop, k = self._size, self._hop, points.shape[1]
         held = min(self._filled, size)
-        due = size - self._filled if self._filled < size else hop - self._since_emit
-        ends = np.arange(due - 1, k, hop)  # the points that complete a window
+        ends = np.arange(self._due - 1, k, hop)  # the points that complete a window
         ring = self._buf
         if ends.size:
-            ordered = np.concatenate((ring[:, self._pos :], ring[:, : self._pos]), axis=1)[:, size - held :]
+            ordered = self._ring_in_order()[:, size - held :]
             series = np.concatenate((ordered, points), axis=1)
             starts = ends + held - size + 1
             data = series[:, starts[:, None] + np.arange(size)].transpose(1, 0, 2)  # windows x channels x size
@@ -520,8 +532,7 @@ class SensorWindows:
         self._attributed = int(upto[-1])
         self._n_raw = self._raw_bytes = 0
         # ingest time: of the sample that completed a window, the first to reach its last grid point
-        reached = np.floor((batch_t - self._origin) * self._rate + 1e-9)
-        completing = np.minimum(np.searchsorted(reached, end_index, side="left"), len(batch_t) - 1)
+        completing = np.minimum(np.searchsorted(self._reached(batch_t), end_index, side="left"), len(batch_t) - 1)
         assert self._block is not None
         t_ins = self._block.t_ins
         ingest = [self._block.t_in] * len(end_ts) if t_ins is None else t_ins[completing].tolist()
