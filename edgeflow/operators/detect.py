@@ -17,6 +17,7 @@ data with seasons or level changes, see :mod:`edgeflow.operators.baselines`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -165,42 +166,21 @@ class ZScoreState:
         return np.maximum(np.sqrt(np.asarray(self._m2) / (self._n - 1)), self._cfg.min_std * np.abs(mean) + 1e-9)
 
     def _score_frozen(self, windows: list[Window]) -> list[Any]:
-        """Score a batch against the frozen baseline in one numpy pass (the same verdicts as one by one)."""
-        assert self._mean is not None and self._m2 is not None
-        if len(windows) <= _FEW_WINDOWS:
-            scored = self._score_frozen_few(windows)
-            if scored is not None:
-                return scored
+        """Score a batch against the frozen baseline: a few windows with Python floats, more in one numpy pass.
+
+        Both compute the same IEEE operations, so verdicts do not depend on how windows were batched.
+        """
+        few = self._frozen_z_few(windows) if len(windows) <= _FEW_WINDOWS else None
+        if few is not None:
+            return self._verdicts(windows, *few)
         feats = np.stack([w.features for w in windows]).astype(np.float64)  # type: ignore[misc]
         finite = np.asarray(np.isfinite(feats).all(axis=1), dtype=bool)
         x = feats if self._index is None else feats[:, self._index]
-        std = self._frozen_std()
-        z = (x - np.asarray(self._mean)) / std
-        zmax = np.abs(z).max(axis=1)
-        threshold = self._cfg.threshold
-        out: list[Any] = []
-        anomalies = 0
-        for i, w in enumerate(windows):
-            if not finite[i]:
-                letter = non_finite_letter(self._step_id, w, self._names, feats[i])
-                assert letter is not None
-                out.append(letter)
-                continue
-            crossed = bool(zmax[i] > threshold)
-            anomaly = self._flags.push(crossed) and crossed
-            self.last_z = z[i]
-            anomalies += anomaly
-            explained = raised_by(self._selected_names, z[i], threshold) if anomaly else None
-            out.append(Scored(w, float(zmax[i]), anomaly, self._model, explained))
-        if anomalies:
-            self._stats.add(anomalies=anomalies)
-        return out
+        z = (x - np.asarray(self._mean)) / self._frozen_std()
+        return self._verdicts(windows, z, np.abs(z).max(axis=1), finite, feats)
 
-    def _score_frozen_few(self, windows: list[Window]) -> list[Any] | None:
-        """Score a few windows with Python floats (the same operations as the numpy pass, so the same bits).
-
-        ``None`` (nothing done) when a window has a non-finite feature: the numpy pass makes its dead letter.
-        """
+    def _frozen_z_few(self, windows: list[Window]) -> tuple[list[list[float]], list[float]] | None:
+        """Return each window's z-values and largest |z| in Python floats; ``None`` if a feature is not finite."""
         if self._scale is None:
             assert self._mean is not None
             self._scale = (self._mean, self._frozen_std().tolist())
@@ -210,23 +190,40 @@ class ZScoreState:
             for v in row:
                 if not math.isfinite(v):
                     return None
-        index, threshold, flags = self._index, self._cfg.threshold, self._flags
+        index = self._index
+        z = [
+            [(a - m) / s for a, m, s in zip(row if index is None else [row[i] for i in index], mean, std, strict=True)]
+            for row in rows
+        ]
+        return z, [max(abs(v) for v in values) for values in z]
+
+    def _verdicts(
+        self,
+        windows: list[Window],
+        z: Sequence[Sequence[float]] | np.ndarray,
+        zmax: Sequence[float] | np.ndarray,
+        finite: np.ndarray | None = None,
+        feats: np.ndarray | None = None,
+    ) -> list[Any]:
+        """Flag each window from its largest |z| (persistence applied); windows not *finite* become dead letters."""
+        threshold = self._cfg.threshold
         out: list[Any] = []
         anomalies = 0
-        z: list[float] = []
-        for w, row in zip(windows, rows, strict=True):
-            x = row if index is None else [row[i] for i in index]
-            z = [(a - m) / s for a, m, s in zip(x, mean, std, strict=True)]
-            zmax = max(abs(v) for v in z)
-            crossed = zmax > threshold
-            anomaly = flags.push(crossed) and crossed
-            explained = None
-            if anomaly:
-                anomalies += 1
-                self.last_z = np.array(z)
-                explained = raised_by(self._selected_names, self.last_z, threshold)
-            out.append(Scored(w, zmax, anomaly, self._model, explained))
-        self.last_z = np.array(z)
+        last = -1
+        for i, w in enumerate(windows):
+            if finite is not None and feats is not None and not finite[i]:
+                letter = non_finite_letter(self._step_id, w, self._names, feats[i])
+                assert letter is not None
+                out.append(letter)
+                continue
+            crossed = bool(zmax[i] > threshold)
+            anomaly = self._flags.push(crossed) and crossed
+            last = i
+            anomalies += anomaly
+            explained = raised_by(self._selected_names, np.asarray(z[i]), threshold) if anomaly else None
+            out.append(Scored(w, float(zmax[i]), anomaly, self._model, explained))
+        if last >= 0:
+            self.last_z = np.asarray(z[last])
         if anomalies:
             self._stats.add(anomalies=anomalies)
         return out
