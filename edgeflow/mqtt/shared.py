@@ -58,11 +58,7 @@ class SharedMqttSourcePartition(MqttSourcePartition):
 
     def next_batch(self) -> list[Any]:
         """Decode what the hand-off queue holds into one :class:`Arrivals` per sensor (and dead letters)."""
-        if self._ended():
-            self._stats.count("mqtt.after_end", len(self._queue.take(max(len(self._queue), 1))))
-            raise StopIteration
-        messages = self._queue.take(self._cfg.batch_size)
-        self._report_queue()
+        messages = self._take_messages()
         groups: dict[str, list[Arrived]] = {}
         if self._voided:
             with self._void_lock:
@@ -103,9 +99,7 @@ class SharedMqttSourcePartition(MqttSourcePartition):
                 out.append(self._dead(str(exc), message))
                 self._void(message, groups)
                 continue
-            if limit is not None and len(samples) > limit - self._emitted - n:
-                self._stats.count("mqtt.after_end_samples", len(samples) - (limit - self._emitted - n))
-                samples = samples[: limit - self._emitted - n]
+            samples = self._within_limit(samples, n)
             publisher, seq = (stamp.publisher, stamp.seq) if stamp is not None else (None, 0)
             arrived = Arrived(message.topic, publisher, seq, message.dup, message.t_in, len(message.payload), samples)
             groups.setdefault(key, []).append(arrived)

@@ -500,12 +500,26 @@ class MqttSourcePartition:
             del self._seen[key]
         return fresh
 
-    def next_batch(self) -> list[Any]:
+    def _take_messages(self) -> list[_Message]:
+        """Take the next batch from the hand-off; ``StopIteration`` once the source has ended."""
         if self._ended():  # stop even while messages keep coming; count what came after the end
             self._stats.count("mqtt.after_end", len(self._queue.take(max(len(self._queue), 1))))
             raise StopIteration
         messages = self._queue.take(self._cfg.batch_size)
         self._report_queue()
+        return messages
+
+    def _within_limit(self, samples: list[SampleTuple], n: int) -> list[SampleTuple]:
+        """Cut *samples* to what ``max_samples`` still allows after *n* taken in this batch; count the rest."""
+        room = self._cfg.max_samples
+        if room is None or len(samples) <= room - self._emitted - n:
+            return samples
+        room -= self._emitted + n
+        self._stats.count("mqtt.after_end_samples", len(samples) - room)
+        return samples[:room]
+
+    def next_batch(self) -> list[Any]:
+        messages = self._take_messages()
         if not messages:
             if self._finished():
                 raise StopIteration
@@ -559,9 +573,7 @@ class MqttSourcePartition:
                 if not samples:
                     self._stats.count("mqtt.duplicate_messages")
                     continue
-            if limit is not None and len(samples) > limit - self._emitted - n:
-                self._stats.count("mqtt.after_end_samples", len(samples) - (limit - self._emitted - n))
-                samples = samples[: limit - self._emitted - n]
+            samples = self._within_limit(samples, n)
             size = len(message.payload)
             share, extra = divmod(size, len(samples))
             ts, values, sizes, t_ins = groups.setdefault(key, ([], [], [], []))
