@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgeflow.metrics import FlowStats
+from edgeflow.operators.replay import ReplayConfig, ReplaySource
 from edgeflow.recordings import RecordingReader
 from edgeflow.sensor_split import owners_of_fields, share_of
 
@@ -98,12 +102,6 @@ def test_a_paced_replay_resumed_mid_batch_skips_exactly_the_rows_handed_on(
 ) -> None:
     # 10,000 sensors in turn come back batch after batch, so batches grow; a resumed reader remembers no
     # earlier batch, yet must re-read the batch being handed out exactly as it was read
-    import importlib
-    import types
-
-    from edgeflow.metrics import FlowStats
-    from edgeflow.operators.replay import ReplayConfig, ReplaySource
-
     replay_module = importlib.import_module("edgeflow.operators.replay")  # the module, not eo.replay
 
     path = _round_robin(tmp_path / "rr.csv", 10_000, 3)  # row i is stamped i ms after the first
