@@ -112,7 +112,7 @@ def recording_features(csv: Path) -> Dataset:
     eo.output("out", feats, eo.stdout())
     captured = CaptureSink()
     run(flow, sinks={"out": captured})
-    windows = captured.items
+    windows = sorted(captured.items, key=lambda w: (w.end, w.sensor))  # time order, however the engine interleaved
     meta = json.loads(csv.with_name("pump_vibration.faults.json").read_text(encoding="utf-8"))
     faults = [(f["sensor"], parse_timestamp(f["start"]), parse_timestamp(f["end"])) for f in meta["faults"]]
     labels = []

@@ -22,6 +22,7 @@ from edgeflow import Flow
 from edgeflow.metrics import FlowStats
 from edgeflow.observe.exporter import MetricsServer
 from edgeflow.observe.health import HealthConfig
+from edgeflow.records import Sample
 from edgeflow.runtime import RunReport, run
 
 T0 = 1_772_438_400.0
@@ -287,8 +288,8 @@ def test_losses_outbox_and_model_updates_are_read_from_the_operator_counters() -
     assert scrape.value("edgeflow_events_total", name="infer.swaps") == 1.0
 
 
-def test_the_engine_watch_on_a_keyed_step_passes_on_what_the_engine_asks_beyond_the_protocol() -> None:
-    from edgeflow.engine.dataflow import StepWatch, _WatchedKeyed
+def test_the_engine_watch_on_a_keyed_step_times_each_shard_batch_and_drops_discarded_states() -> None:
+    from edgeflow.engine.dataflow import StepWatch, _WatchedBank
 
     class Refused:  # a keyed state the engine may drop (it asks for ``discard``)
         discard = True
@@ -303,6 +304,8 @@ def test_the_engine_watch_on_a_keyed_step_passes_on_what_the_engine_asks_beyond_
             return None
 
     stats = FlowStats()
-    watched = _WatchedKeyed(Refused(), StepWatch("win", stats))
-    assert watched.discard is True and getattr(watched, "absent", None) is None
-    assert watched.on_batch([1, 2]) == [1, 2] and stats.histograms["step.win"].count == 1
+    bank = _WatchedBank(StepWatch("win", stats), lambda _resume: Refused(), None, keep=False)
+    sample = Sample(1.0, "s1", (1.0,), 8, 0)
+    out, discard = bank.on_batch([sample, sample])
+    assert out == [sample, sample] and stats.histograms["step.win"].count == 1
+    assert bank.states == {} and discard is True  # the refused sensor's state and the empty shard are dropped

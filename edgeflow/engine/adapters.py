@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from edgeflow.connectors import Sink, SinkPartition, Source, SourcePartition
-from edgeflow.graph import KeyedLogic
+from edgeflow.engine.shards import route
 
-__all__ = ["EngineKeyed", "EngineKeyedTimed", "EngineSink", "EngineSource"]
+__all__ = ["EngineSink", "EngineSource"]
 
 
 _STOP_CHECK = timedelta(seconds=0.2)
@@ -29,7 +27,7 @@ class _SourcePart(StatefulSourcePartition[tuple[str, Any], Any]):
     def next_batch(self) -> list[tuple[str, Any]]:
         if self._stop.is_set():
             raise StopIteration
-        return [(item.sensor, item) for item in self._part.next_batch()]
+        return [(route(item.sensor), item) for item in self._part.next_batch()]
 
     def next_awake(self) -> datetime | None:
         awake = self._part.next_awake()
@@ -45,7 +43,7 @@ class _SourcePart(StatefulSourcePartition[tuple[str, Any], Any]):
 
 
 class EngineSource(FixedPartitionedSource[tuple[str, Any], Any]):
-    """A bytewax source reading an edgeflow :class:`~edgeflow.connectors.Source`, keyed by ``item.sensor``.
+    """A bytewax source reading an edgeflow :class:`~edgeflow.connectors.Source`, keyed by ``route(item.sensor)``.
 
     Once *stop* is set every partition ends, as if its input had run out.
     """
@@ -84,39 +82,3 @@ class EngineSink(DynamicSink[tuple[str, Any]]):
         if self._workers is not None:  # processes that share nothing: the run's own worker numbers
             worker_index, worker_count = self._workers[worker_index], self._count
         return _SinkPart(self._sink.open(worker_index, worker_count))
-
-
-class EngineKeyed(StatefulBatchLogic[Any, Any, Any]):
-    """One sensor's :class:`~edgeflow.graph.KeyedLogic` as bytewax batch logic.
-
-    The engine asks every sensor touched in an epoch for a snapshot; with *keep* false (a run without a
-    recovery store, where nothing would be written) the state is not copied for nothing.
-    """
-
-    def __init__(self, new_state: Callable[[Any | None], KeyedLogic], resume: Any | None, *, keep: bool = True) -> None:
-        self.logic = new_state(resume)
-        self._keep = keep
-
-    def on_batch(self, values: list[Any]) -> tuple[Any, bool]:
-        out = self.logic.on_batch(values)
-        # a state that keeps nothing worth keeping (e.g. a refused sensor) is dropped, so it costs no memory
-        return out, StatefulBatchLogic.DISCARD if getattr(self.logic, "discard", False) else StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[Any, bool]:
-        return self.logic.on_eof(), StatefulBatchLogic.RETAIN
-
-    def snapshot(self) -> Any:
-        return self.logic.snapshot() if self._keep else None
-
-
-class EngineKeyedTimed(EngineKeyed):
-    """:class:`EngineKeyed` for a logic that also releases on time: ``notify_at()`` and ``on_notify()``.
-
-    Kept apart so that keyed steps without timers pay nothing for asking.
-    """
-
-    def on_notify(self) -> tuple[Any, bool]:
-        return self.logic.on_notify(), StatefulBatchLogic.RETAIN  # type: ignore[attr-defined]
-
-    def notify_at(self) -> datetime | None:
-        return self.logic.notify_at()  # type: ignore[attr-defined,no-any-return]

@@ -1,10 +1,12 @@
 """Lower a compiled flow to a bytewax ``Dataflow``.
 
-Items travel as ``(sensor, item)`` pairs so bytewax routes each sensor's state
-to one worker. Keyed steps run with ``stateful_batch`` (one Python call per
-batch), fused stateless chains with ``flat_map_batch``, and after every stage
-that can fail a ``branch`` sends dead letters to the flow's dead-letter sink,
-counted by step and reason on the way.
+Items travel as ``(shard, item)`` pairs (:func:`~edgeflow.engine.shards.route`)
+so bytewax routes each sensor's state to one worker. Keyed steps run with
+``stateful_batch``, one Python call per shard and batch (a
+:class:`~edgeflow.engine.shards.SensorBank` of per-sensor states), fused
+stateless chains with ``flat_map_batch``, and after every stage that can fail
+a ``branch`` sends dead letters to the flow's dead-letter sink, counted by step
+and reason on the way.
 
 The engine also watches each step from outside, per batch, into the run's
 :class:`~edgeflow.metrics.FlowStats`: the time each step spends on a batch,
@@ -27,8 +29,9 @@ from bytewax.operators import StatefulBatchLogic
 
 from edgeflow.connectors import DEAD_LETTERS, Sink, Source, SourcePartition
 from edgeflow.context import RunContext
-from edgeflow.engine.adapters import EngineKeyed, EngineKeyedTimed, EngineSink, EngineSource
-from edgeflow.graph import KeyedLogic, MapLogic
+from edgeflow.engine.adapters import EngineSink, EngineSource
+from edgeflow.engine.shards import SensorBank, TimedSensorBank, route
+from edgeflow.graph import MapLogic
 from edgeflow.metrics import FlowStats, Histogram
 from edgeflow.records import DeadLetter, Sample, SampleBlock, Scored
 from edgeflow.sinks import DeadLetterSink
@@ -114,7 +117,7 @@ def fused_function(
             kept: list[tuple[str, Any]] = []
             if batch is not None:
                 for value in batch([value for _key, value in pairs]):
-                    (out if type(value) is DeadLetter else kept).append((value.sensor, value))
+                    (out if type(value) is DeadLetter else kept).append((route(value.sensor), value))
             else:
                 assert fn is not None
                 for key, value in pairs:
@@ -148,33 +151,24 @@ class _Forwarding:
         return getattr(self._inner, name)
 
 
-class _WatchedKeyed(_Forwarding):
-    """A keyed step's per-sensor logic, watched (same protocol as :class:`~edgeflow.graph.KeyedLogic`)."""
+class _WatchedBank(SensorBank):
+    """A keyed step's shard of per-sensor states, each batch timed and its verdicts watched."""
 
-    __slots__ = ("_inner", "_watch")
-
-    def __init__(self, logic: KeyedLogic, watch: StepWatch) -> None:
-        self._inner = logic
+    def __init__(self, watch: StepWatch, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._watch = watch
 
-    def on_batch(self, items: list[Any]) -> Iterable[Any]:
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         t0 = time.perf_counter_ns()
-        out = self._inner.on_batch(items)
-        if type(out) is not list:
-            out = list(out)
+        out, keep = super().on_batch(values)
         self._watch.done(t0, out)
-        return out
+        return out, keep
 
-    def on_eof(self) -> Iterable[Any]:
+    def on_eof(self) -> tuple[list[Any], bool]:
         t0 = time.perf_counter_ns()
-        out = self._inner.on_eof()
-        if type(out) is not list:
-            out = list(out)
+        out, keep = super().on_eof()
         self._watch.done(t0, out)
-        return out
-
-    def snapshot(self) -> Any:
-        return self._inner.snapshot()
+        return out, keep
 
 
 class _WatchedPartition(_Forwarding):
@@ -297,8 +291,8 @@ def _chain_flush(logics: Sequence[MapLogic], watches: Sequence[StepWatch]) -> Ca
             items = logic.flush(final)
             if not items:
                 continue
-            dead = [(item.sensor, item) for item in items if type(item) is DeadLetter]
-            pairs = [(item.sensor, item) for item in items if type(item) is not DeadLetter]
+            dead = [(route(item.sensor), item) for item in items if type(item) is DeadLetter]
+            pairs = [(route(item.sensor), item) for item in items if type(item) is not DeadLetter]
             out += dead + (rest(pairs) if pairs else [])
         return out
 
@@ -362,9 +356,11 @@ def _lower_stage(
         # a source read by several partitions at once may need its items put back in order per sensor
         order = getattr(built, "resequencer", None)
         new_order = order() if order is not None else None
+        keep = run.recovery_dir is not None
         if new_order is None:
             return stream
-        return op.stateful_batch(f"{sid}_resequence", stream, lambda resume: EngineKeyedTimed(new_order, resume))
+        resequence = f"{sid}_resequence"
+        return op.stateful_batch(resequence, stream, lambda resume: TimedSensorBank(new_order, resume, keep=keep))
     ups = [streams[src] for src in stage.inputs]
     up = ups[0] if len(ups) == 1 else op.merge(f"{sid}_merge", *ups)
     if stage.kind == "map":
@@ -380,7 +376,7 @@ def _lower_stage(
         return op.stateful_batch(
             sid,
             up,
-            lambda resume: EngineKeyed(lambda r: _WatchedKeyed(new_state(r), keyed_watch), resume, keep=keep),
+            lambda resume: _WatchedBank(keyed_watch, new_state, resume, keep=keep),
         )
     sink = sinks[first.step_id] if first.step_id in sinks else compiled.build(first, run)
     op.output(sid, up, EngineSink(_WatchedSink(sink, watch(first.step_id)), run.own_workers, run.workers))

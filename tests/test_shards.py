@@ -1,0 +1,112 @@
+"""Keyed state in shards: one engine key per shard, each sensor's state still on its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import edgeflow.operators as eo
+from edgeflow import Flow
+from edgeflow.engine.shards import SHARDS, SensorBank, route
+from edgeflow.records import Sample
+from edgeflow.testing import run_capture, write_csv_recording
+
+
+class Counter:
+    """One sensor's count of items; its snapshots are counted."""
+
+    snapshots = 0
+
+    def __init__(self, resume: int | None) -> None:
+        self.n = resume or 0
+
+    def on_batch(self, items: list[Any]) -> list[Any]:
+        out = []
+        for item in items:
+            self.n += 1
+            out.append((item.sensor, self.n))
+        return out
+
+    def on_eof(self) -> list[Any]:
+        return [("eof", self.n)]
+
+    def snapshot(self) -> int:
+        Counter.snapshots += 1
+        return self.n
+
+
+def _sample(sensor: str) -> Sample:
+    return Sample(1.0, sensor, (1.0,), 8, 0)
+
+
+def test_route_is_the_same_in_every_process_whatever_the_hash_seed() -> None:
+    names = [f"pump-{i}" for i in range(50)]
+    code = "import sys; from edgeflow.engine.shards import route; print([route(n) for n in sys.argv[1:]])"
+    seen = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", code, *names], env=env, capture_output=True, text=True, check=True)
+        seen.add(done.stdout)
+    assert seen == {f"{[route(n) for n in names]}\n"}
+    assert len({route(n) for n in names}) > SHARDS // 4  # spread, not all in one shard
+
+
+def test_a_bank_hands_each_sensor_only_its_own_items_in_order() -> None:
+    bank = SensorBank(Counter, None, keep=False)
+    out, _ = bank.on_batch([_sample("a"), _sample("b"), _sample("a"), _sample("a")])
+    assert sorted(out) == [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
+    assert [r for r in out if r[0] == "a"] == [("a", 1), ("a", 2), ("a", 3)]
+    assert sorted(bank.on_eof()[0]) == [("eof", 1), ("eof", 3)]
+
+
+def test_a_bank_resumes_every_sensor_and_snapshots_only_those_touched_since() -> None:
+    bank = SensorBank(Counter, None)
+    bank.on_batch([_sample("a"), _sample("b"), _sample("b")])
+    Counter.snapshots = 0
+    first = bank.snapshot()
+    assert first == (SHARDS, {"a": 1, "b": 2}) and Counter.snapshots == 2
+    bank.on_batch([_sample("b")])
+    assert bank.snapshot() == (SHARDS, {"a": 1, "b": 3}) and Counter.snapshots == 3  # "a" not asked again
+    resumed = SensorBank(Counter, bank.snapshot())
+    assert {s: state.n for s, state in resumed.states.items()} == {"a": 1, "b": 3}  # type: ignore[attr-defined]
+    assert sorted(resumed.on_eof()[0]) == [("eof", 1), ("eof", 3)]  # a resumed sensor with no new item ends too
+
+
+def test_a_bank_without_a_recovery_store_copies_nothing() -> None:
+    bank = SensorBank(Counter, None, keep=False)
+    bank.on_batch([_sample("a")])
+    Counter.snapshots = 0
+    assert bank.snapshot() is None and Counter.snapshots == 0
+
+
+def test_a_store_written_with_another_shard_count_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match=f"written with 8 shards and this edgeflow routes {SHARDS}"):
+        SensorBank(Counter, (8, {"a": 1}))
+
+
+def test_a_flow_over_many_sensors_gives_each_sensor_what_it_would_get_alone(tmp_path: Path) -> None:
+    # 300 sensors share 64 shards: each sensor's windows must be exactly those of a flow that reads it alone
+    rows = [
+        (f"2026-01-01T00:00:{i // 300 // 10:02d}.{i // 300 % 10}00Z", f"s{i % 300}", float(i % 7)) for i in range(9_000)
+    ]
+    everyone = write_csv_recording(tmp_path / "all.csv", rows)
+
+    def windows(path: Path) -> dict[str, list[tuple[str, list[float]]]]:
+        flow = Flow("shards")
+        w = eo.window("win", eo.replay("samples", flow, path), rate_hz=10, size=8, hop=4, max_sensors=1_000)
+        eo.output("out", eo.features("feat", w, ["mean", "std", "min", "max", "p50"]), eo.jsonl(tmp_path / "o"))
+        out: dict[str, list[tuple[str, list[float]]]] = {}
+        for record in run_capture(flow).only():
+            out.setdefault(record["sensor"], []).append((record["end"], record["features"]))
+        return out
+
+    together = windows(everyone)
+    assert len(together) == 300 and len({route(s) for s in together}) == SHARDS
+    for sensor in ("s0", "s17", "s299"):
+        alone = write_csv_recording(tmp_path / f"{sensor}.csv", [r for r in rows if r[1] == sensor])
+        assert windows(alone)[sensor] == together[sensor]
