@@ -51,6 +51,7 @@ _ON_GRID = 1e-9
 is the last grid point a sample at *t* reaches (timestamps that are on the grid but for rounding stay on it)."""
 _FEW = 8
 """A call with at most this many samples of a sensor tries the scalar way first (see ``SensorWindows._few``)."""
+_min, _max = np.minimum.reduce, np.maximum.reduce
 MAX_UPSAMPLING = 4.0
 """Grid points per raw sample above which resampling is reported as upsampling."""
 
@@ -199,6 +200,7 @@ class SensorWindows:
         self._batch_t = np.zeros(0)
         self._batch_bytes: np.ndarray | None = None
         self._attributed = 0
+        self._windows_made = 0
         self._sensor: str | None = None
         self._rejected = False
         self._held: SampleBlock | None = None
@@ -229,11 +231,14 @@ class SensorWindows:
             block = SampleBlock.of([self._held, block])
             self._held = None
         t = block.ts
-        newest = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
+        newest = np.empty(len(t))
+        newest[0] = self._last_t
+        np.maximum.accumulate(t[:-1], out=newest[1:])
+        np.maximum(newest, self._last_t, out=newest)
         ahead = t - newest
         if self._last_t == -math.inf:
             ahead[0] = 0.0  # a sensor's first sample starts its clock: it cannot jump
-        if not (ahead > jump).any():
+        if not _max(ahead) > jump:
             return block, [], newest
         keep = np.ones(len(t), dtype=bool)
         dead: list[DeadLetter] = []
@@ -308,7 +313,7 @@ class SensorWindows:
         if seen is None:
             seen = np.maximum.accumulate(np.concatenate(([self._last_t], t)))[:-1]
         step = t - seen  # time since the sensor's newest sample, per sample
-        if step.min() <= 0:
+        if _min(step) <= 0:
             late = step <= 0
             for i in np.flatnonzero(late):
                 reason = f"late sample: ts {to_iso(t[i])} is not after the sensor's newest {to_iso(seen[i])}"
@@ -329,8 +334,7 @@ class SensorWindows:
         self._batch_bytes = None
         self._attributed = 0
         self._block = block
-        emitted = len(out)
-        if step.max() > self._cfg.max_gap_s:
+        if _max(step) > self._cfg.max_gap_s:
             bounds = [*np.flatnonzero(step > self._cfg.max_gap_s).tolist(), len(t)]
         else:
             bounds = [len(t)]
@@ -344,8 +348,9 @@ class SensorWindows:
         self._n_raw += len(t) - self._attributed
         rest = block.nbytes if self._attributed == 0 else block.nbytes[self._attributed :]
         self._raw_bytes += int(rest.sum())
-        if len(out) > emitted:
-            self._stats.add(windows=sum(type(item) is Window for item in out[emitted:]))
+        if self._windows_made:
+            self._stats.add(windows=self._windows_made)
+            self._windows_made = 0
         return out
 
     def _few(
@@ -518,24 +523,30 @@ class SensorWindows:
     def _emit(self, data: np.ndarray, end_ts: np.ndarray, end_index: np.ndarray, out: list[Any]) -> None:
         """Make the windows of *data* (windows x channels x size) ending at *end_ts*, with their raw counts."""
         batch_t = self._batch_t
+        assert self._block is not None
         if self._batch_bytes is None:
-            assert self._block is not None
-            self._batch_bytes = np.concatenate(([0], np.cumsum(self._block.nbytes)))
+            nbytes = self._block.nbytes
+            self._batch_bytes = np.zeros(len(nbytes) + 1, dtype=np.int64)
+            np.cumsum(nbytes, out=self._batch_bytes[1:])
         batch_bytes = self._batch_bytes
         # raw samples and bytes go to the first window ending at or after them
-        upto = np.searchsorted(batch_t, end_ts, side="right")
-        bounds = np.concatenate(([self._attributed], upto))
-        n_raw = np.diff(bounds)
+        bounds = np.empty(len(end_ts) + 1, dtype=np.intp)
+        bounds[0] = self._attributed
+        bounds[1:] = batch_t.searchsorted(end_ts, side="right")
+        n_raw = bounds[1:] - bounds[:-1]
         n_raw[0] += self._n_raw
-        raw_bytes = np.diff(batch_bytes[bounds])
+        cut = batch_bytes[bounds]
+        raw_bytes = cut[1:] - cut[:-1]
         raw_bytes[0] += self._raw_bytes
-        self._attributed = int(upto[-1])
+        self._attributed = int(bounds[-1])
         self._n_raw = self._raw_bytes = 0
-        # ingest time: of the sample that completed a window, the first to reach its last grid point
-        completing = np.minimum(np.searchsorted(self._reached(batch_t), end_index, side="left"), len(batch_t) - 1)
-        assert self._block is not None
+        self._windows_made += len(end_ts)
         t_ins = self._block.t_ins
-        ingest = [self._block.t_in] * len(end_ts) if t_ins is None else t_ins[completing].tolist()
+        if t_ins is None:
+            ingest = [self._block.t_in] * len(end_ts)
+        else:  # ingest time: of the sample that completed a window, the first to reach its last grid point
+            completing = np.minimum(self._reached(batch_t).searchsorted(end_index, side="left"), len(batch_t) - 1)
+            ingest = t_ins[completing].tolist()
         sensor, rate, span = self._sensor or "", self._rate, (self._size - 1) / self._rate
         out.extend(
             Window(sensor, end - span, end, window, rate, n, nbytes, t_in)
