@@ -51,7 +51,9 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
     *new_state(resume)* makes one sensor's state. Without *keep* (a run with no recovery store) nothing
     is copied for snapshots. With it, a snapshot holds every sensor's own snapshot, and only sensors
     touched since the last one are asked again. A state whose ``discard`` is true after a batch is
-    dropped (e.g. a refused sensor), and the bank too once it holds none.
+    dropped (e.g. a refused sensor), and the bank too once it holds none. A state class with a static
+    ``on_batches([(state, items), ...])`` gets a batch's sensors in one call (e.g. to vectorize across
+    them); it must return what each state's ``on_batch(items)`` would, in any order across sensors.
     """
 
     def __init__(self, new_state: Callable[[Any | None], KeyedLogic], resume: Any | None, *, keep: bool = True) -> None:
@@ -91,9 +93,13 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
                 else:
                     group.append(value)
         out: list[Any] = []
-        for sensor, items in groups.items():
-            state = self._state(sensor)
-            out.extend(state.on_batch(items))
+        states = [self._state(sensor) for sensor in groups]
+        together = getattr(type(states[0]), "on_batches", None) if len(states) > 1 else None
+        if together is not None:  # the step takes many sensors' batches in one call
+            out = together(list(zip(states, groups.values(), strict=True)))
+        for sensor, state in zip(groups, states, strict=True):
+            if together is None:
+                out.extend(state.on_batch(groups[sensor]))
             if getattr(state, "discard", False):
                 del self.states[sensor]
                 self._snapshots.pop(sensor, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,20 @@ def _interval_text(start: float, every_s: float) -> tuple[str, str]:
 
 def _round(x: float, digits: int) -> float:
     return float(f"{x:.{digits}g}") if math.isfinite(x) else x
+
+
+@functools.lru_cache(maxsize=64)
+def _formats(count: int, digits: int) -> str:
+    return " ".join([f"{{:.{digits}g}}"] * count)
+
+
+def _round_all(values: Sequence[float], digits: int) -> list[float]:
+    """Round each of *values* to *digits* significant digits, as :func:`_round` does, in one formatting call.
+
+    >>> _round_all([3.14159, float("inf"), 2.5e-7], 3)
+    [3.14, inf, 2.5e-07]
+    """
+    return list(map(float, _formats(len(values), digits).format(*values).split()))
 
 
 class IntervalSummary:
@@ -206,6 +221,12 @@ class IntervalSummary:
             half = math.inf
         assert self._interval is not None
         start = self._interval * self._cfg.every_s
+        lo, hi = wilson_interval(self._anomalous, n)
+        finite = math.isfinite(half)
+        # one formatting call rounds them all (as :func:`_round` would each)
+        rate, rate_lo, rate_hi, mean_r, mean_lo, mean_hi, top = _round_all(
+            (self._anomalous / n, lo, hi, mean, mean - half, mean + half, float(np.maximum.reduce(scores))), d
+        )
         record: dict[str, Any] = {
             "sensor": self._sensor,
             "interval": list(_interval_text(start, self._cfg.every_s)),
@@ -214,14 +235,11 @@ class IntervalSummary:
             "windows": n,
             "anomaly": self._anomalous >= self._cfg.min_anomalous_windows,
             "anomalous_windows": self._anomalous,
-            "anomaly_rate": {
-                "value": _round(self._anomalous / n, d),
-                "ci95": [_round(x, d) for x in wilson_interval(self._anomalous, n)],
-            },
+            "anomaly_rate": {"value": rate, "ci95": [rate_lo, rate_hi]},
             "score": {
-                "mean": _round(mean, d),
-                "ci95": [_round(mean - half, d), _round(mean + half, d)] if math.isfinite(half) else None,
-                "max": _round(float(np.maximum.reduce(scores)), d),  # NaN if any score is, as ndarray.max
+                "mean": mean_r,
+                "ci95": [mean_lo, mean_hi] if finite else None,
+                "max": top,  # NaN if any score is, as ndarray.max
                 "max_at": to_datetime(self._max_at).isoformat(),
             },
             "model": self._models[0] if len(self._models) == 1 else list(dict.fromkeys(self._models)),
@@ -236,10 +254,9 @@ class IntervalSummary:
                 name: _round(z, d) for name, z in sorted(self._raised_by.items(), key=lambda kv: -abs(kv[1]))
             }
         if self._fsum is not None and self._fmin is not None and self._fmax is not None:
-            record["features"] = {
-                name: [_round(float(lo), d), _round(float(s / n), d), _round(float(hi), d)]
-                for name, lo, s, hi in zip(self._names, self._fmin, self._fsum, self._fmax, strict=True)
-            }
+            lows, means, highs = self._fmin.tolist(), (self._fsum / n).tolist(), self._fmax.tolist()
+            stats = _round_all([x for triple in zip(lows, means, highs, strict=True) for x in triple], d)
+            record["features"] = {name: stats[3 * i : 3 * i + 3] for i, name in enumerate(self._names)}
         summary = Summary(record, t_in)
         self._reset()
         return summary

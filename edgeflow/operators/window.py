@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_va
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
+from edgeflow.operators.window_many import advance
 from edgeflow.records import DeadLetter, Sample, SampleBlock, Window, to_iso
 
 __all__ = ["SamplingWarning", "SensorAdmission", "SensorWindows", "WindowConfig", "default_max_gap_s", "window"]
@@ -266,6 +267,11 @@ class SensorWindows:
         if dead:
             self._stats.count("window.time_outliers", len(dead))
         return block.take(keep), dead, None
+
+    @staticmethod
+    def on_batches(batches: list[tuple[SensorWindows, list[Any]]]) -> list[Any]:
+        """Take several sensors' batches at once, as ``on_batch`` would each (:mod:`edgeflow.operators.window_many`)."""
+        return advance(batches)
 
     @property
     def discard(self) -> bool:
