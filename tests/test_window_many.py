@@ -30,7 +30,7 @@ def _sensor_series(rng: np.random.Generator, sensor: str, rate: float, n: int, c
     else:  # everything a sensor can do wrong: gaps, late samples, a time jump, unfit values
         steps = 1.0 / rate + rng.uniform(-0.3, 0.3, n) / rate
         steps[rng.random(n) < 0.03] += 10.0 / rate
-    ts = T0 + rng.uniform(0, 5) + np.cumsum(steps)
+    ts = (T0 if rng.random() < 0.8 else 0.0) + rng.uniform(0, 5) + np.cumsum(steps)  # real clocks, and epoch 0
     values = rng.normal(0.0, 1.0, (n, channels)) * 10.0 ** rng.integers(-3, 4)
     if kind == "faulty":
         ts[rng.random(n) < 0.03] -= 3.0 / rate

@@ -63,6 +63,13 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
         self._snapshots: dict[str, Any] = {}
         self._touched: set[str] = set()
         if resume is not None:
+            if not (isinstance(resume, tuple) and len(resume) == 2 and isinstance(resume[1], dict)):
+                msg = (
+                    "the recovery store was not written by this edgeflow's shards (an older edgeflow kept one "
+                    "engine key per sensor): resume with the version that wrote it, or start from an empty "
+                    "recovery_dir"
+                )
+                raise ValueError(msg)
             shards, per_sensor = resume
             if shards != SHARDS:
                 msg = (
@@ -71,8 +78,9 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
                 )
                 raise ValueError(msg)
             for sensor, state in per_sensor.items():
-                self.states[sensor] = new_state(state)
-                self._snapshots[sensor] = state
+                logic = self.states[sensor] = new_state(state)
+                # a copy of its own: a state may keep (and later change) the very object it resumed from
+                self._snapshots[sensor] = logic.snapshot() if keep else None
 
     def _state(self, sensor: str) -> KeyedLogic:
         state = self.states.get(sensor)
