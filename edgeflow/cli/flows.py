@@ -276,9 +276,6 @@ def _spawn_cluster(
     import subprocess
     import tempfile
 
-    from edgeflow.observe.cluster import StderrForwarder, read_statuses
-    from edgeflow.observe.report import load_parts, merge_reports, write_report
-
     base = int(os.environ.get("EDGEFLOW_CLUSTER_PORT", "2101"))
     addresses = ";".join(f"127.0.0.1:{base + i}" for i in range(processes))
     folder = Path(tempfile.mkdtemp(prefix="edgeflow-run-"))
@@ -291,6 +288,10 @@ def _spawn_cluster(
             )
             for i in range(processes)
         ]
+        # imported once the children are on their way: their start-up overlaps this one's
+        from edgeflow.observe.cluster import StderrForwarder, read_statuses
+        from edgeflow.observe.report import load_parts, merge_reports, write_report
+
         forwarders = [StderrForwarder(p.stderr) for p in procs if p.stderr is not None]
         view: AbstractContextManager[Any] = contextlib.nullcontext()
         if show:
@@ -343,7 +344,7 @@ def _wait_for(procs: list[subprocess.Popen[str]], grace_s: float = 3.0) -> list[
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
