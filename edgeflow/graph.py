@@ -78,6 +78,9 @@ class KeyedLogic(Protocol):
 
     # A state may also have ``discard: bool``: when true after a batch, the engine drops the state (the
     # next item of that sensor gets a new one), e.g. for a sensor refused by a bound on sensors.
+    # Its class may have a static ``on_batches([(state, items), ...]) -> list``: the engine then hands it
+    # several sensors' batches in one call (to vectorize across them); it must return what each state's
+    # ``on_batch(items)`` would (order across sensors free), as ``SensorWindows.on_batches`` does.
 
 
 @dataclass(frozen=True, slots=True)
