@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
+import numpy as np
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from edgeflow.compiler import CompiledFlow, Stage
 
 __all__ = ["FLUSH_MARK", "StepWatch", "build_dataflow", "fused_function"]
+
+_max = np.maximum.reduce
 
 FLUSH_MARK: Any = type("FlushMark", (), {"__repr__": lambda self: "FLUSH_MARK", "sensor": ""})()
 """What a chain whose steps hold items emits once per batch, keyed like the batch (see :func:`_flush_path`)."""
@@ -190,12 +193,16 @@ class _WatchedPartition(_Forwarding):
             for item in items:
                 kind = type(item)
                 if kind is SampleBlock:
-                    n += len(item)
-                    if len(item):
-                        newest = max(newest, float(item.ts.max()))
+                    ts = item.ts
+                    if len(ts):
+                        n += len(ts)
+                        top = float(_max(ts))
+                        if top > newest:
+                            newest = top
                 elif kind is Sample:
                     n += 1
-                    newest = max(newest, item.ts)
+                    if item.ts > newest:
+                        newest = item.ts
             if n:
                 self._stats.source_batch(self._step_id, n, newest)
         return items

@@ -173,7 +173,7 @@ class _ReplayPartition:
         self._handed += take
         if len(head):
             out.extend(head.blocks(time.perf_counter_ns()))
-            read = int(head.nbytes.sum())
+            read = int(np.add.reduce(head.nbytes))
             self._stats.add(samples_in=len(head), bytes_in=read)
             self._stats.count("replay.bytes_read", read)
         return out
