@@ -173,3 +173,34 @@ def test_a_timed_bank_wakes_only_the_sensors_that_are_due() -> None:
     assert bank.on_notify()[0] == [("woke", 1)]
     assert (a.woken, b.woken, c.woken) == (1, 0, 0)  # type: ignore[attr-defined]
     assert bank.notify_at() == b.due  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_bytewax_spreads_the_shards_evenly_over_workers(workers: int) -> None:
+    # the engine's own routing of our shard keys: each worker gets the same number of shards
+    import threading
+    from collections import Counter as Counts
+
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSource, cluster_main
+
+    from edgeflow.engine.shards import _KEYS
+
+    seen: Counts[int] = Counts()
+    lock = threading.Lock()
+
+    class Note(op.StatefulBatchLogic[str, str, None]):
+        def on_batch(self, values: list[str]) -> tuple[list[str], bool]:
+            with lock:
+                seen[threading.get_ident()] += len(values)
+            return [], op.StatefulBatchLogic.RETAIN
+
+        def snapshot(self) -> None:
+            return None
+
+    df = Dataflow("shards")
+    keyed = op.stateful_batch("note", op.input("in", df, TestingSource([(k, k) for k in _KEYS])), lambda _r: Note())
+    op.inspect("done", keyed)
+    cluster_main(df, [], 0, worker_count_per_proc=workers)
+    assert sorted(seen.values()) == [SHARDS // workers] * workers

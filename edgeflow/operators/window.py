@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, model_va
 from edgeflow.errors import FlowValidationError
 from edgeflow.graph import Schema, Step, StepContext, Stream, build_config
 from edgeflow.metrics import FlowStats
-from edgeflow.operators.window_many import advance
+from edgeflow.operators.window_many import _FLOAT32_MAX, _ON_GRID, advance
 from edgeflow.records import DeadLetter, Sample, SampleBlock, Window, to_iso
 
 __all__ = ["SamplingWarning", "SensorAdmission", "SensorWindows", "WindowConfig", "default_max_gap_s", "window"]
@@ -46,10 +46,6 @@ GAP_PERIODS = 5
 """The default ``max_gap_s`` in sample periods (and never below the former default, 0.1 s)."""
 PROBE_SAMPLES = 64
 """Samples per sensor from which the sampling interval is checked against the settings."""
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_ON_GRID = 1e-9
-"""A sample within this fraction of a period before a grid point reaches it: ``floor((t - origin) * rate + _ON_GRID)``
-is the last grid point a sample at *t* reaches (timestamps that are on the grid but for rounding stay on it)."""
 _FEW = 8
 """A call with at most this many samples of a sensor tries the scalar way first (see ``SensorWindows._few``)."""
 _min, _max = np.minimum.reduce, np.maximum.reduce

@@ -23,10 +23,15 @@ from edgeflow.records import SampleBlock, Window
 if TYPE_CHECKING:
     from edgeflow.operators.window import SensorWindows
 
-__all__ = ["advance"]
+__all__ = ["MANY_FROM", "advance"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_ON_GRID = 1e-9  # as edgeflow.operators.window._ON_GRID (asserted there)
+_ON_GRID = 1e-9
+"""A sample within this fraction of a period before a grid point reaches it: ``floor((t - origin) * rate + _ON_GRID)``
+is the last grid point a sample at *t* reaches (timestamps that are on the grid but for rounding stay on it)."""
+MANY_FROM = 6
+"""Sensors in a call from which the one pass is cheaper than each sensor's own numpy path (~120 µs fixed, then
+~20 µs a sensor against ~40 µs, for 64 samples a sensor)."""
 
 
 def advance(batches: list[tuple[SensorWindows, list[Any]]]) -> list[Any]:
@@ -34,6 +39,8 @@ def advance(batches: list[tuple[SensorWindows, list[Any]]]) -> list[Any]:
 
     Equal to ``[x for state, items in batches for x in state.on_batch(items)]``.
     """
+    if len(batches) < MANY_FROM:  # too few for one pass to pay its fixed cost
+        return [x for state, items in batches for x in state.on_batch(items)]
     plain: list[tuple[SensorWindows, SampleBlock]] = []
     out: list[Any] = []
     for state, items in batches:
