@@ -147,10 +147,7 @@ def run(
     cluster_dir: Annotated[Path | None, typer.Option("--cluster-dir", hidden=True)] = None,
 ) -> None:
     """Run a flow until its sources end (one worker by default, cluster mode with -w/-p/-a)."""
-    from edgeflow.observe.health import HealthConfig
-
     debug = debug_enabled(ctx)
-    health = HealthConfig(uplink_down_s=health_uplink_s, stall_s=health_stall_s or None)
     show = not quiet and (terminal.err.is_terminal if progress is None else progress)
     if processes > 1 and addresses is None:
         options = ["-w", str(workers), "--metrics-host", metrics_host]
@@ -161,6 +158,9 @@ def run(
             options += ["--recovery-dir", str(recovery_dir)]
         code = _spawn_cluster(target, processes, options, quiet=quiet, debug=debug, show=show, report_json=report_json)
         raise typer.Exit(code)
+    from edgeflow.observe.health import HealthConfig  # after the spawn above: children start sooner
+
+    health = HealthConfig(uplink_down_s=health_uplink_s, stall_s=health_stall_s or None)
     compiled = compile_target(target, debug=debug)
     from edgeflow.runtime import run as run_flow
 
@@ -288,9 +288,9 @@ def _spawn_cluster(
             )
             for i in range(processes)
         ]
-        # imported once the children are on their way: their start-up overlaps this one's
+        # imported once the children are on their way (the report's modules once they are done: numpy would
+        # compete with their start-up for the cores)
         from edgeflow.observe.cluster import StderrForwarder, read_statuses
-        from edgeflow.observe.report import load_parts, merge_reports, write_report
 
         forwarders = [StderrForwarder(p.stderr) for p in procs if p.stderr is not None]
         view: AbstractContextManager[Any] = contextlib.nullcontext()
@@ -306,6 +306,8 @@ def _spawn_cluster(
             codes = _wait_for(procs)
         for forwarder in forwarders:
             forwarder.join(timeout=5)
+        from edgeflow.observe.report import load_parts, merge_reports, write_report
+
         failed = [code for code in codes if code > 0]
         if failed:
             return failed[0]

@@ -22,10 +22,10 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from edgeflow.jsontext import dumps
-from edgeflow.metrics import FlowStats
+if TYPE_CHECKING:
+    from edgeflow.metrics import FlowStats
 
 __all__ = ["STATUS_EVERY_S", "StderrForwarder", "keep_line", "read_statuses", "status_path", "write_status"]
 
@@ -49,6 +49,8 @@ def write_status(folder: str | Path, process: int, stats: FlowStats, flow: str =
     """Write child *process*'s stats snapshot of *flow*, replacing the last one whole (never half a file read)."""
     path = status_path(folder, process)
     tmp = path.with_name(f".{path.name}.tmp")
+    from edgeflow.jsontext import dumps  # numpy: not loaded by the parent of `edgeflow run -p N` while children start
+
     tmp.write_text(dumps({"flow": flow, **stats.to_json()}), encoding="utf-8")
     os.replace(tmp, path)
 
