@@ -13,6 +13,7 @@ process. Mistakes in a flow file exit 4 with the file and line, an invalid flow 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -288,9 +289,13 @@ def _spawn_cluster(
             )
             for i in range(processes)
         ]
-        # imported once the children are on their way (the report's modules once they are done: numpy would
-        # compete with their start-up for the cores)
+        # imported once the children are on their way; the report's modules (numpy) a second later, once the
+        # children are past their own start-up, not competing with it for the cores
         from edgeflow.observe.cluster import StderrForwarder, read_statuses
+
+        preload = threading.Timer(1.0, importlib.import_module, ("edgeflow.observe.report",))
+        preload.daemon = True
+        preload.start()
 
         forwarders = [StderrForwarder(p.stderr) for p in procs if p.stderr is not None]
         view: AbstractContextManager[Any] = contextlib.nullcontext()
