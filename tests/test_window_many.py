@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edgeflow.metrics import FlowStats
 from edgeflow.operators import window_many
 from edgeflow.operators.window import SensorAdmission, SensorWindows, WindowConfig
-from edgeflow.records import DeadLetter, SampleBlock, Window
+from edgeflow.records import DeadLetter, Sample, SampleBlock, Window
 
 T0 = 1_767_225_600.0
 
@@ -50,6 +50,13 @@ def _part(block: SampleBlock, lo: int, hi: int) -> SampleBlock:
     return SampleBlock(block.sensor, block.ts[lo:hi], block.values[lo:hi], block.nbytes[lo:hi], t_in, ins)
 
 
+def _samples(block: SampleBlock) -> list[Any]:
+    return [
+        Sample(float(t), block.sensor, tuple(v.tolist()), int(n), block.ingest_time(i))
+        for i, (t, v, n) in enumerate(zip(block.ts, block.values, block.nbytes, strict=True))
+    ]
+
+
 def _state_of(state: SensorWindows, size: int) -> dict[str, Any]:
     snap = state.snapshot()
     ring, pos, held = snap["_buf"], snap.pop("_pos"), min(snap["_filled"], size)
@@ -78,7 +85,8 @@ def _outputs(out: list[Any]) -> dict[str, tuple[list[tuple], list[tuple]]]:
 def _run(cfg: WindowConfig, rounds: list[list[tuple[str, list[SampleBlock]]]], limit: int, together: bool) -> Any:
     stats, admission = FlowStats(), SensorAdmission(limit)
     states: dict[str, SensorWindows] = {}
-    channels = rounds[0][0][1][0].values.shape[1]
+    first = rounds[0][0][1][0].values
+    channels = first.shape[1] if isinstance(first, np.ndarray) else len(first)
     out: list[Any] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -101,7 +109,7 @@ def _run(cfg: WindowConfig, rounds: list[list[tuple[str, list[SampleBlock]]]], l
 
 
 @st.composite
-def _fleet(draw: st.DrawFn) -> tuple[WindowConfig, list[list[tuple[str, list[SampleBlock]]]], int]:
+def _fleet(draw: st.DrawFn) -> tuple[WindowConfig, list[list[tuple[str, list[Any]]]], int]:
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     rate = draw(st.sampled_from([10.0, 100.0, 500.0]))
     channels = draw(st.integers(1, 2))
@@ -113,7 +121,7 @@ def _fleet(draw: st.DrawFn) -> tuple[WindowConfig, list[list[tuple[str, list[Sam
         _sensor_series(rng, f"s{i}", rate, int(rng.integers(20, 300)), channels, kinds[int(rng.integers(4))])
         for i in range(sensors)
     ]
-    rounds: list[list[tuple[str, list[SampleBlock]]]] = []
+    rounds: list[list[tuple[str, list[Any]]]] = []
     done = [0] * sensors
     while any(d < len(b) for d, b in zip(done, series, strict=True)):
         batch = []
@@ -124,6 +132,8 @@ def _fleet(draw: st.DrawFn) -> tuple[WindowConfig, list[list[tuple[str, list[Sam
             if hi - done[i] > 1 and rng.random() < 0.3:  # two items for one sensor in one batch
                 mid = int(rng.integers(done[i] + 1, hi))
                 batch.append((block.sensor, [_part(block, done[i], mid), _part(block, mid, hi)]))
+            elif rng.random() < 0.2:  # single samples, as MQTT hands them on
+                batch.append((block.sensor, _samples(_part(block, done[i], hi))))
             else:
                 batch.append((block.sensor, [_part(block, done[i], hi)]))
             done[i] = hi
