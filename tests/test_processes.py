@@ -65,3 +65,37 @@ def test_a_flow_that_cannot_split_by_sensor_runs_as_a_cluster(tmp_path: Path) ->
     done = edgeflow("run", str(two), "-p", "2", "-q", env={"EDGEFLOW_CLUSTER_PORT": str(_free_port_pair())})
     assert done.returncode == 0, done.stderr
     assert _summaries(tmp_path, "two") == _summaries(tmp_path, "one") != []
+
+
+def test_sigterm_to_a_two_process_run_stops_both_cleanly_with_one_report(tmp_path: Path) -> None:
+    """The parent passes SIGTERM on to its children: each flushes and reports, the run exits 0, none is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flow = _flow_file(tmp_path, "paced", RECORDING, extra=", speed=1.0")
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "edgeflow", "run", str(flow), "-p", "2", "-q", "--report-json", str(report)]
+    env = {**os.environ, "EDGEFLOW_CLUSTER_PORT": str(_free_port_pair())}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)  # both children running the 60 s recording in real time
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2 and proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _out, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    merged = json.loads(report.read_text())
+    assert [p["samples_in"] > 0 for p in merged["processes"]] == [True, True]
+    assert 0 < merged["samples_in"] < 118_050  # stopped part-way, both shares counted
+    assert {s["sensor"] for s in _summaries(tmp_path, "paced")} == {"pump-1", "pump-2", "pump-3", "pump-4"}
+    for child in children:  # gone, not orphaned
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+
+
+def test_children_that_fail_fail_the_run_with_their_message(tmp_path: Path) -> None:
+    flow = _flow_file(tmp_path, "broken", tmp_path / "missing.csv")
+    done = edgeflow("run", str(flow), "-p", "2", "-q", env={"EDGEFLOW_CLUSTER_PORT": str(_free_port_pair())})
+    assert done.returncode != 0
+    assert "missing.csv" in done.stderr
