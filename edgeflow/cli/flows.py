@@ -350,6 +350,7 @@ class _ForkedChild:
                 os.close(write)
                 from edgeflow.cli import app
 
+                sys.argv = ["edgeflow", *args]  # what a flow file that reads it would see in a fresh child
                 app(args=args, prog_name="edgeflow")
                 code = 0
             except SystemExit as done:
