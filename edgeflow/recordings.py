@@ -176,8 +176,6 @@ class Chunk:
         if not len(self):
             return []
         codes = self.codes
-        if len(codes) == 1:  # a paced replay hands on a row or two at a time
-            return [SampleBlock(self.names[int(codes[0])], self.ts, self.values, self.nbytes, t_in)]
         first, last = int(codes.min()), int(codes.max())
         if first == last:
             return [SampleBlock(self.names[first], self.ts, self.values, self.nbytes, t_in)]

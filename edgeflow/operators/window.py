@@ -412,7 +412,7 @@ class SensorWindows:
         # the last point completed a window: samples up to its end are its raw samples (as in _emit)
         end = origin + (index - 1) / rate
         upto = sum(1 for t in ts if t <= end)
-        data = self._ring_in_order()
+        data = np.concatenate(self._ring_points(), axis=1)  # a copy: the ring is full once a window completes
         n_raw, raw_bytes = self._n_raw + upto, self._raw_bytes + sum(nbytes[:upto])
         self._n_raw, self._raw_bytes, self._since_emit = len(ts) - upto, sum(nbytes[upto:]), 0
         self._stats.add(windows=1)
@@ -426,9 +426,27 @@ class SensorWindows:
         """Grid points still to come before the next window is complete."""
         return self._size - self._filled if self._filled < self._size else self._hop - self._since_emit
 
-    def _ring_in_order(self) -> np.ndarray:
-        """Return a copy of the ring buffer, oldest point first (only the last ``_filled`` points are the sensor's)."""
-        return np.concatenate((self._buf[:, self._pos :], self._buf[:, : self._pos]), axis=1)
+    def _ring_points(self) -> list[np.ndarray]:
+        """Return the points the ring holds for the sensor, oldest first, as one or two views (no copy).
+
+        The ring is written round from position 0 after a reset, so while it fills its points are ``[0, _pos)``.
+        """
+        if self._filled >= self._size:
+            return [self._buf[:, self._pos :], self._buf[:, : self._pos]]
+        return [self._buf[:, : self._pos]]
+
+    def _store(self, points: np.ndarray) -> None:
+        """Write resampled *points* (channels x k) after the newest; the ring keeps the last ``size`` of them."""
+        size, k, ring = self._size, points.shape[1], self._buf
+        if k >= size:
+            ring[:] = points[:, k - size :]
+            self._pos = 0
+        else:
+            first = min(k, size - self._pos)
+            ring[:, self._pos : self._pos + first] = points[:, :first]
+            ring[:, : k - first] = points[:, first:]
+            self._pos = (self._pos + k) % size
+        self._filled = min(size, self._filled + k)
 
     def _reached(self, t: np.ndarray) -> np.ndarray:
         """Return the last grid point each of the timestamps *t* reaches (see :data:`_ON_GRID`)."""
@@ -501,26 +519,15 @@ class SensorWindows:
         size, hop, k = self._size, self._hop, points.shape[1]
         held = min(self._filled, size)
         ends = np.arange(self._due - 1, k, hop)  # the points that complete a window
-        ring = self._buf
         if ends.size:
-            ordered = self._ring_in_order()[:, size - held :]
-            series = np.concatenate((ordered, points), axis=1)
+            series = np.concatenate((*self._ring_points(), points), axis=1)
             starts = ends + held - size + 1
             data = series[:, starts[:, None] + np.arange(size)].transpose(1, 0, 2)  # windows x channels x size
             self._emit(data, grid[ends], indices[ends], out)
             self._since_emit = k - 1 - int(ends[-1])
         else:
             self._since_emit += k
-        # the ring keeps the newest points, written round from position 0: the oldest is at _pos once full
-        if k >= size:
-            ring[:] = points[:, k - size :]
-            self._pos = 0
-        else:
-            first = min(k, size - self._pos)
-            ring[:, self._pos : self._pos + first] = points[:, :first]
-            ring[:, : k - first] = points[:, first:]
-            self._pos = (self._pos + k) % size
-        self._filled = min(size, self._filled + k)
+        self._store(points)
 
     def _emit(self, data: np.ndarray, end_ts: np.ndarray, end_index: np.ndarray, out: list[Any]) -> None:
         """Make the windows of *data* (windows x channels x size) ending at *end_ts*, with their raw counts."""

@@ -220,11 +220,7 @@ def _cut(
             if not counts[i]:
                 continue
             held = min(state._filled, size)
-            buf, pos = state._buf, state._pos
-            if held == size:  # full ring: oldest point at pos
-                pieces += [buf[:, pos:], buf[:, :pos]]
-            else:  # filling: points 0 .. pos-1 (pos == filled)
-                pieces.append(buf[:, :pos])
+            pieces += state._ring_points()
             pieces.append(points[:, k_starts[i] : k_starts[i + 1]])
             series_at.append(offset)
             held_of.append(held)
@@ -252,22 +248,11 @@ def _cut(
         state._next_index = int(last_index[i]) + 1
         state._last_t, state._last_v = float(block.ts[-1]), block.values[-1]
         if kk:
-            new = points[:, k_starts[i] : k_starts[i + 1]]
-            ring = state._buf
-            if kk >= size:
-                ring[:] = new[:, kk - size :]
-                state._pos = 0
-            else:
-                pos = state._pos
-                first = min(kk, size - pos)
-                ring[:, pos : pos + first] = new[:, :first]
-                ring[:, : kk - first] = new[:, first:]
-                state._pos = (pos + kk) % size
             if counts[i]:
                 state._since_emit = kk - 1 - (due[i] - 1 + (counts[i] - 1) * hop)
             else:
                 state._since_emit += kk
-            state._filled = min(size, state._filled + kk)
+            state._store(points[:, k_starts[i] : k_starts[i + 1]])
     return out
 
 
