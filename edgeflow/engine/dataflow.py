@@ -363,9 +363,9 @@ def _lower_stage(
         # a source read by several partitions at once may need its items put back in order per sensor
         order = getattr(built, "resequencer", None)
         new_order = order() if order is not None else None
-        keep = run.recovery_dir is not None
         if new_order is None:
             return stream
+        keep = run.recovery_dir is not None
         resequence = f"{sid}_resequence"
         return op.stateful_batch(resequence, stream, lambda resume: TimedSensorBank(new_order, resume, keep=keep))
     ups = [streams[src] for src in stage.inputs]
