@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import edgeflow.operators as eo
 from edgeflow import Flow
 from edgeflow.testing import run_capture
@@ -19,6 +21,8 @@ REC = str(ROOT / "examples/data/pump_vibration.csv")
 
 FLOW = """
 import sys
+import pytest
+
 import edgeflow.operators as eo
 from edgeflow import Flow
 from edgeflow.runtime import run
@@ -29,13 +33,13 @@ s = eo.replay("samples", flow, sys.argv[2], speed=float(sys.argv[3]))
 f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms", "p95"])
 out = eo.jsonl(sys.argv[1] + "/s.jsonl")
 eo.summarize("summary", eo.zscore_detector("detect", f, threshold=6), every_s=10, sink=out)
-print("samples", run(flow).stats.samples_in, flush=True)
+print("samples", run(flow, workers=int(sys.argv[4]) if len(sys.argv) > 4 else 1).stats.samples_in, flush=True)
 """
 
 
-def _reference() -> list[dict]:
+def _reference(rec: str = REC) -> list[dict]:
     flow = Flow("crashy")
-    s = eo.replay("samples", flow, REC)
+    s = eo.replay("samples", flow, rec)
     f = eo.features("feat", eo.window("win", s, rate_hz=500, size=256, hop=64), ["rms", "p95"])
     eo.summarize("summary", eo.zscore_detector("detect", f, threshold=6), every_s=10, sink=eo.stdout())
     return run_capture(flow).only()
@@ -70,3 +74,50 @@ def test_kill_9_at_random_moments_loses_no_summary_and_repeats_few(tmp_path: Pat
     assert by_key == reference  # nothing lost, nothing changed by the crashes
     assert repeated <= 4 * kills  # at most a snapshot interval's output (one summary per sensor) per crash
     assert (tmp_path / "dead.jsonl").read_text() == ""  # no resumed sample was taken for a late one
+
+
+def test_a_store_begun_by_one_worker_is_resumed_by_two_without_loss(tmp_path: Path) -> None:
+    # one worker keeps every sensor's state in one shard; the store keeps that count, so a restart with two
+    # workers (of a source not split by worker: a JSON Lines recording is one partition) finds every sensor
+    import csv
+
+    from edgeflow.engine.execute import SHARDS_FILE
+
+    rec = tmp_path / "pump.jsonl"
+    with open(REC, newline="") as f:
+        rows = [{**row, "accel": float(row["accel"])} for row in csv.DictReader(f)]
+    rec.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    proc = subprocess.Popen([sys.executable, "-c", FLOW, str(tmp_path), str(rec), "10"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(2.0)  # 60 s of data at 10x: killed a third of the way in, snapshots on the way
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert (tmp_path / "state" / SHARDS_FILE).read_text() == "1\n"
+    done = subprocess.run([sys.executable, "-c", FLOW, str(tmp_path), str(rec), "10", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    resumed = int(done.stdout.split()[-1])
+    assert 0 < resumed < 118_050  # it resumed part-way: the first run's samples were not read again
+    lines = [
+        line for out in sorted(tmp_path.glob("s*.jsonl")) for line in out.read_text().splitlines()
+    ]  # a file a worker
+    by_key = {(r["sensor"], r["interval"][0]): r for r in map(json.loads, lines)}
+    assert by_key == {(r["sensor"], r["interval"][0]): r for r in _reference(str(rec))}
+
+
+def test_a_split_replay_resumed_with_another_worker_count_is_refused_clearly(tmp_path: Path) -> None:
+    # a replay split by sensor keeps a read position per worker's share: two workers cannot take one's
+    from edgeflow.errors import EdgeflowError
+    from edgeflow.runtime import run
+
+    rows = [(f"2026-01-01T00:00:{i // 4 // 10:02d}.{i // 4 % 10}00Z", f"s{i % 4}", float(i % 5)) for i in range(400)]
+    from edgeflow.testing import write_csv_recording
+
+    path = write_csv_recording(tmp_path / "r.csv", rows)
+    flow = Flow("split", recovery_dir=tmp_path / "store")
+    eo.output("out", eo.window("win", eo.replay("samples", flow, path), rate_hz=10, size=8), eo.jsonl(tmp_path / "o"))
+    run(flow, handle_signals=False)
+    with pytest.raises(
+        EdgeflowError, match=r"resumes only with the number of workers that wrote the store \(this run has 2\)"
+    ):
+        run(flow, workers=2, handle_signals=False)

@@ -13,7 +13,9 @@ import pytest
 
 import edgeflow.operators as eo
 from edgeflow import Flow
-from edgeflow.engine.shards import SHARDS, SensorBank, route
+from edgeflow.engine.execute import SHARDS_FILE, shards_of_store
+from edgeflow.engine.shards import SHARDS, SensorBank, Shards
+from edgeflow.errors import EdgeflowError
 from edgeflow.records import Sample
 from edgeflow.testing import run_capture, write_csv_recording
 
@@ -58,7 +60,9 @@ def _sample(sensor: str) -> Sample:
 
 def test_route_is_the_same_in_every_process_whatever_the_hash_seed() -> None:
     names = [f"pump-{i}" for i in range(50)]
-    code = "import sys; from edgeflow.engine.shards import route; print([route(n) for n in sys.argv[1:]])"
+    route = Shards(SHARDS).route
+    code = "import sys; from edgeflow.engine.shards import Shards, SHARDS; r = Shards(SHARDS).route; "
+    code += "print([r(n) for n in sys.argv[1:]])"
     seen = set()
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
@@ -66,6 +70,32 @@ def test_route_is_the_same_in_every_process_whatever_the_hash_seed() -> None:
         seen.add(done.stdout)
     assert seen == {f"{[route(n) for n in names]}\n"}
     assert len({route(n) for n in names}) > SHARDS // 4  # spread, not all in one shard
+
+
+def test_one_worker_keeps_every_sensor_in_one_shard_and_several_workers_spread_them() -> None:
+    one, many = Shards.for_workers(1), Shards.for_workers(2)
+    names = [f"pump-{i}" for i in range(200)]
+    assert (one.count, many.count) == (1, SHARDS)
+    assert len({one.route(n) for n in names}) == 1
+    assert len({many.route(n) for n in names}) == SHARDS
+    with pytest.raises(ValueError, match="shards: 3"):
+        Shards(3)
+
+
+def test_a_recovery_store_keeps_the_shard_count_it_was_begun_with(tmp_path: Path) -> None:
+    first = tmp_path / "one"
+    assert shards_of_store(first, 1).count == 1
+    assert (first / SHARDS_FILE).read_text() == "1\n"
+    assert shards_of_store(first, 2).count == 1  # resumed by two workers: still the store's one shard
+    assert shards_of_store(tmp_path / "two", 2).count == SHARDS
+    old = tmp_path / "old"  # written before stores kept their count: every store had SHARDS shards
+    old.mkdir()
+    (old / "part-0.sqlite3").write_bytes(b"")
+    assert shards_of_store(old, 1).count == SHARDS
+    assert not (old / SHARDS_FILE).exists()
+    (first / SHARDS_FILE).write_text("banana")
+    with pytest.raises(EdgeflowError, match=f"{SHARDS_FILE} says 'banana', not a shard count"):
+        shards_of_store(first, 1)
 
 
 def test_a_bank_hands_each_sensor_only_its_own_items_in_order() -> None:
@@ -97,7 +127,7 @@ def test_a_bank_without_a_recovery_store_copies_nothing() -> None:
 
 
 def test_a_store_written_with_another_shard_count_is_refused_clearly() -> None:
-    with pytest.raises(ValueError, match=f"written with 8 shards and this edgeflow routes {SHARDS}"):
+    with pytest.raises(ValueError, match=f"written with 8 shards and this run routes {SHARDS}"):
         SensorBank(Counter, (8, {"a": 1}))
 
 
@@ -118,7 +148,7 @@ def test_a_flow_over_many_sensors_gives_each_sensor_what_it_would_get_alone(tmp_
         return out
 
     together = windows(everyone)
-    assert len(together) == 300 and len({route(s) for s in together}) == SHARDS
+    assert len(together) == 300 and len({Shards(SHARDS).route(s) for s in together}) == SHARDS
     for sensor in ("s0", "s17", "s299"):
         alone = write_csv_recording(tmp_path / f"{sensor}.csv", [r for r in rows if r[1] == sensor])
         assert windows(alone)[sensor] == together[sensor]

@@ -10,7 +10,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from edgeflow.connectors import Sink, SinkPartition, Source, SourcePartition
-from edgeflow.engine.shards import route
+from edgeflow.engine.shards import Shards
 
 __all__ = ["EngineSink", "EngineSource"]
 
@@ -20,13 +20,15 @@ _STOP_CHECK = timedelta(seconds=0.2)
 
 
 class _SourcePart(StatefulSourcePartition[tuple[str, Any], Any]):
-    def __init__(self, part: SourcePartition, stop: threading.Event) -> None:
+    def __init__(self, part: SourcePartition, stop: threading.Event, shards: Shards) -> None:
         self._part = part
         self._stop = stop
+        self._route = shards.route
 
     def next_batch(self) -> list[tuple[str, Any]]:
         if self._stop.is_set():
             raise StopIteration
+        route = self._route
         return [(route(item.sensor), item) for item in self._part.next_batch()]
 
     def next_awake(self) -> datetime | None:
@@ -43,20 +45,21 @@ class _SourcePart(StatefulSourcePartition[tuple[str, Any], Any]):
 
 
 class EngineSource(FixedPartitionedSource[tuple[str, Any], Any]):
-    """A bytewax source reading an edgeflow :class:`~edgeflow.connectors.Source`, keyed by ``route(item.sensor)``.
+    """A bytewax source reading an edgeflow :class:`~edgeflow.connectors.Source`, keyed by *shards* by ``.sensor``.
 
     Once *stop* is set every partition ends, as if its input had run out.
     """
 
-    def __init__(self, source: Source, stop: threading.Event) -> None:
+    def __init__(self, source: Source, stop: threading.Event, shards: Shards) -> None:
         self._source = source
         self._stop = stop
+        self._shards = shards
 
     def list_parts(self) -> list[str]:
         return self._source.partitions()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _SourcePart:
-        return _SourcePart(self._source.open(for_part, resume_state), self._stop)
+        return _SourcePart(self._source.open(for_part, resume_state), self._stop, self._shards)
 
 
 class _SinkPart(StatelessSinkPartition[tuple[str, Any]]):

@@ -1,6 +1,6 @@
 """Lower a compiled flow to a bytewax ``Dataflow``.
 
-Items travel as ``(shard, item)`` pairs (:func:`~edgeflow.engine.shards.route`)
+Items travel as ``(shard, item)`` pairs (:meth:`~edgeflow.engine.shards.Shards.route`)
 so bytewax routes each sensor's state to one worker. Keyed steps run with
 ``stateful_batch``, one Python call per shard and batch (a
 :class:`~edgeflow.engine.shards.SensorBank` of per-sensor states), fused
@@ -31,7 +31,7 @@ from bytewax.operators import StatefulBatchLogic
 from edgeflow.connectors import DEAD_LETTERS, Sink, Source, SourcePartition
 from edgeflow.context import RunContext
 from edgeflow.engine.adapters import EngineSink, EngineSource
-from edgeflow.engine.shards import SensorBank, TimedSensorBank, route
+from edgeflow.engine.shards import SensorBank, Shards, TimedSensorBank
 from edgeflow.graph import MapLogic
 from edgeflow.metrics import FlowStats, Histogram
 from edgeflow.records import DeadLetter, Sample, SampleBlock, Scored
@@ -92,17 +92,23 @@ class StepWatch:
 
 
 def fused_function(
-    chain: Iterable[MapLogic], watches: Sequence[StepWatch | None] | None = None, *, mark: bool = False
+    chain: Iterable[MapLogic],
+    watches: Sequence[StepWatch | None] | None = None,
+    *,
+    route: Callable[[str], str],
+    mark: bool = False,
 ) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
     """Chain stateless steps into one batch function over ``(key, item)`` pairs.
 
     A step's ``batch`` function gets all the batch's items at once (vectorized across sensors);
-    otherwise its ``fn`` runs per item, ``None`` dropping it. Dead letters leave the chain at once.
+    otherwise its ``fn`` runs per item, ``None`` dropping it (what a batch function returns is keyed by
+    *route* of its ``.sensor``). Dead letters leave the chain at once.
     *watches* (one per step, or ``None``) see each step's batch time and what it kept. With *mark*, every
     non-empty batch also emits ``(key of its first item, FLUSH_MARK)``: it wakes the flush path of a chain
     whose steps hold items (see :func:`_flush_path`).
 
-    >>> run = fused_function([MapLogic(fn=lambda x: x + 1), MapLogic(fn=lambda x: x * 10 if x < 3 else None)])
+    >>> chain = [MapLogic(fn=lambda x: x + 1), MapLogic(fn=lambda x: x * 10 if x < 3 else None)]
+    >>> run = fused_function(chain, route=Shards(1).route)
     >>> run([("a", 1), ("b", 2)])
     [('a', 20)]
     """
@@ -286,9 +292,11 @@ class _FlushTicker(StatefulBatchLogic[Any, Any, None]):
         return None
 
 
-def _chain_flush(logics: Sequence[MapLogic], watches: Sequence[StepWatch]) -> Callable[[bool], list[tuple[str, Any]]]:
+def _chain_flush(
+    logics: Sequence[MapLogic], watches: Sequence[StepWatch], route: Callable[[str], str]
+) -> Callable[[bool], list[tuple[str, Any]]]:
     """Return ``flush(final)`` for a chain: each holding step's flushed items go through the steps after it."""
-    rests = [fused_function(logics[i + 1 :], watches[i + 1 :]) for i in range(len(logics))]
+    rests = [fused_function(logics[i + 1 :], watches[i + 1 :], route=route) for i in range(len(logics))]
 
     def flush(final: bool) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
@@ -310,7 +318,9 @@ def _is_mark(pair: tuple[str, Any]) -> bool:
     return pair[1] is FLUSH_MARK
 
 
-def _flush_path(sid: str, main: Any, logics: Sequence[MapLogic], watches: Sequence[StepWatch]) -> Any:
+def _flush_path(
+    sid: str, main: Any, logics: Sequence[MapLogic], watches: Sequence[StepWatch], route: Callable[[str], str]
+) -> Any:
     """Merge into *main* what the chain's steps flush, timed by one ticker per worker that ran the chain.
 
     The chain marks each batch with the key of its first item: upstream is keyed, so that key lives on
@@ -319,7 +329,7 @@ def _flush_path(sid: str, main: Any, logics: Sequence[MapLogic], watches: Sequen
     """
     split = op.branch(f"{sid}_marks", main, _is_mark)
     every = min(logic.flush_every_s for logic in logics if logic.flush is not None)
-    flush = _chain_flush(logics, watches)
+    flush = _chain_flush(logics, watches, route)
     ticks = op.stateful_batch(f"{sid}_flush", split.trues, lambda _resume: _FlushTicker(flush, every))
     flushed = op.map(f"{sid}_flushed", ticks, lambda pair: pair[1])
     return op.merge(f"{sid}_with_flushed", split.falses, flushed)
@@ -348,6 +358,7 @@ def _lower_stage(
     streams: dict[str, Any],
     sinks: Mapping[str, Sink],
     run: RunContext,
+    shards: Shards,
 ) -> Any:
     sid = _engine_id(stage.stage_id)
     first = stage.steps[0]
@@ -359,7 +370,7 @@ def _lower_stage(
     if stage.kind == "source":
         built = compiled.build(first, run)
         source = _WatchedSource(built, first.step_id, first.operator, stats)
-        stream = op.input(sid, df, EngineSource(source, run.stop))
+        stream = op.input(sid, df, EngineSource(source, run.stop, shards))
         # a source read by several partitions at once may need its items put back in order per sensor
         order = getattr(built, "resequencer", None)
         new_order = order() if order is not None else None
@@ -367,15 +378,17 @@ def _lower_stage(
             return stream
         keep = run.recovery_dir is not None
         resequence = f"{sid}_resequence"
-        return op.stateful_batch(resequence, stream, lambda resume: TimedSensorBank(new_order, resume, keep=keep))
+        return op.stateful_batch(
+            resequence, stream, lambda resume: TimedSensorBank(new_order, resume, keep=keep, shards=shards.count)
+        )
     ups = [streams[src] for src in stage.inputs]
     up = ups[0] if len(ups) == 1 else op.merge(f"{sid}_merge", *ups)
     if stage.kind == "map":
         logics = [compiled.build(step, run) for step in stage.steps]
         watches = [watch(step.step_id) for step in stage.steps]
         holds = any(logic.flush is not None for logic in logics)
-        main = op.flat_map_batch(sid, up, fused_function(logics, watches, mark=holds))
-        return _flush_path(sid, main, logics, watches) if holds else main
+        main = op.flat_map_batch(sid, up, fused_function(logics, watches, route=shards.route, mark=holds))
+        return _flush_path(sid, main, logics, watches, shards.route) if holds else main
     if stage.kind == "keyed":
         new_state = compiled.build(first, run)
         keyed_watch = watch(first.step_id)
@@ -383,15 +396,17 @@ def _lower_stage(
         return op.stateful_batch(
             sid,
             up,
-            lambda resume: _WatchedBank(keyed_watch, new_state, resume, keep=keep),
+            lambda resume: _WatchedBank(keyed_watch, new_state, resume, keep=keep, shards=shards.count),
         )
     sink = sinks[first.step_id] if first.step_id in sinks else compiled.build(first, run)
     op.output(sid, up, EngineSink(_WatchedSink(sink, watch(first.step_id)), run.own_workers, run.workers))
     return None
 
 
-def build_dataflow(compiled: CompiledFlow, run: RunContext, sinks: Mapping[str, Sink] | None = None) -> Dataflow:
-    """Return a bytewax ``Dataflow`` equivalent to *compiled* for one *run*.
+def build_dataflow(
+    compiled: CompiledFlow, run: RunContext, sinks: Mapping[str, Sink] | None = None, *, shards: Shards
+) -> Dataflow:
+    """Return a bytewax ``Dataflow`` equivalent to *compiled* for one *run*, its keyed state in *shards*.
 
     *sinks* replaces sinks by step id (``"dead_letters"`` for the dead-letter sink), e.g. to capture
     outputs in tests.
@@ -401,7 +416,7 @@ def build_dataflow(compiled: CompiledFlow, run: RunContext, sinks: Mapping[str, 
     streams: dict[str, Any] = {}
     dead: list[Any] = []
     for stage in compiled.stages:
-        out = _lower_stage(compiled, stage, df, streams, sinks, run)
+        out = _lower_stage(compiled, stage, df, streams, sinks, run, shards)
         if out is None:
             continue
         if stage.can_fail:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -13,11 +14,23 @@ from bytewax.run import cli_main
 from edgeflow.connectors import Sink
 from edgeflow.context import RunContext
 from edgeflow.engine.dataflow import build_dataflow
+from edgeflow.engine.shards import SHARDS, Shards
+from edgeflow.errors import EdgeflowError
+
+try:
+    import fcntl
+except ImportError:  # Windows has no fcntl: the processes of a cluster there do not take turns
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from edgeflow.compiler import CompiledFlow
 
-__all__ = ["execute"]
+__all__ = ["execute", "shards_of_store"]
+
+_UNKNOWN_PARTITION = "is not in this worker's routing map"
+"""What bytewax 0.21 says when a recovery store holds a partition the source no longer lists."""
+SHARDS_FILE = "edgeflow-shards"
+"""The file in a recovery store that says how many shards its keyed state was written in."""
 
 
 def execute(
@@ -30,21 +43,75 @@ def execute(
     sinks: Mapping[str, Sink] | None = None,
 ) -> None:
     """Run *compiled* until its sources end (blocking); several *workers* share this process."""
-    dataflow = build_dataflow(compiled, run, sinks)
-    recovery = None if run.recovery_dir is None else _recovery_store(run.recovery_dir)
-    cli_main(
-        dataflow,
-        workers_per_process=workers,
-        process_id=process_id,
-        addresses=list(addresses) if addresses else None,
-        epoch_interval=timedelta(seconds=run.snapshot_every_s) if recovery is not None else None,
-        recovery_config=recovery,
-    )
+    engine_workers = workers * (len(addresses) if addresses else 1)
+    if run.recovery_dir is None:
+        shards = Shards.for_workers(engine_workers)
+        recovery = None
+    else:
+        shards, recovery = _open_store(run.recovery_dir, engine_workers)
+    dataflow = build_dataflow(compiled, run, sinks, shards=shards)
+    try:
+        cli_main(
+            dataflow,
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=list(addresses) if addresses else None,
+            epoch_interval=timedelta(seconds=run.snapshot_every_s) if recovery is not None else None,
+            recovery_config=recovery,
+        )
+    except RuntimeError as exc:
+        if run.recovery_dir is None or _UNKNOWN_PARTITION not in str(exc):
+            raise
+        msg = (
+            f"the recovery store {run.recovery_dir} holds the read positions of source partitions this run does not "
+            f"have: a source split among workers (e.g. a replay split by sensor) resumes only with the number of "
+            f"workers that wrote the store (this run has {run.workers}); run with that number, or start from an "
+            "empty recovery_dir"
+        )
+        raise EdgeflowError(msg) from None
 
 
-def _recovery_store(folder: Path) -> RecoveryConfig:
-    """Return the snapshot store in *folder*, created on first use (one SQLite partition)."""
+def shards_of_store(folder: Path, workers: int) -> Shards:
+    """Return the shards of the recovery store in *folder*: those it was written with, or new ones for *workers*.
+
+    A store keeps its shard count for good, as its snapshots are kept per shard: a store begun by one worker
+    holds every sensor in one shard, and a later run with more workers resumes it so (one worker then holds
+    the keyed state). A store without the file was written before it existed, with :data:`SHARDS` shards.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> shards_of_store(folder, 1).count, shards_of_store(folder, 4).count  # the first run decides
+    (1, 1)
+    """
+    mark = folder / SHARDS_FILE
+    try:
+        text = mark.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if any(folder.glob("part-*.sqlite3")):
+            return Shards(SHARDS)
+        shards = Shards.for_workers(workers)
+        folder.mkdir(parents=True, exist_ok=True)
+        draft = mark.with_suffix(f".{os.getpid()}.tmp")
+        draft.write_text(f"{shards.count}\n", encoding="utf-8")
+        draft.replace(mark)  # whole or not at all, and before the store has any snapshot
+        return shards
+    if text not in ("1", str(SHARDS)):
+        msg = f"the recovery store's {mark} says {text!r}, not a shard count (1 or {SHARDS}): restore it or start anew"
+        raise EdgeflowError(msg)
+    return Shards(int(text))
+
+
+def _open_store(folder: Path, workers: int) -> tuple[Shards, RecoveryConfig]:
+    """Return the shards and the snapshot store in *folder*, created on first use (one SQLite partition).
+
+    The processes of a cluster share the folder: they take turns (a lock file), so one creates the store and the
+    others find it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    if not any(folder.glob("part-*.sqlite3")):
-        init_db_dir(folder, 1)
-    return RecoveryConfig(folder)
+    with open(folder / ".edgeflow-lock", "a", encoding="utf-8") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        shards = shards_of_store(folder, workers)
+        if not any(folder.glob("part-*.sqlite3")):
+            init_db_dir(folder, 1)
+    return shards, RecoveryConfig(folder)

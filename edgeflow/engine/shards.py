@@ -1,11 +1,15 @@
-"""Keyed state in shards: the engine routes a fixed number of shard keys, each holding many sensors' states.
+"""Keyed state in shards: the engine routes a few shard keys, each holding many sensors' states.
 
 bytewax pays a fixed cost for every key it hands a batch to (about 7 µs on this machine's kind of CPU),
 so a flow keyed by sensor slows down as sensors multiply: at 4,000 sensors it was most of a run.
-Items are routed by :func:`route` instead, to one of :data:`SHARDS` keys, the same in every process,
-and one :class:`SensorBank` per shard keeps its sensors' :class:`~edgeflow.graph.KeyedLogic` states in a
+Items are routed by :meth:`Shards.route` instead, to one of a few keys, the same in every process, and
+one :class:`SensorBank` per shard keeps its sensors' :class:`~edgeflow.graph.KeyedLogic` states in a
 dict. Each state still sees only its own sensor's items, in arrival order, and is snapshotted and
 resumed on its own (within its shard's snapshot), so operators do not know shards exist.
+
+An engine of one worker routes every sensor to one shard: each keyed step is one call per batch, with all
+of the batch's sensors (the window step vectorizes across them). Several workers need several shards to
+share: :data:`SHARDS` of them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from edgeflow.graph import KeyedLogic
 
-__all__ = ["SHARDS", "SensorBank", "TimedSensorBank", "route"]
+__all__ = ["SHARDS", "SensorBank", "Shards", "TimedSensorBank"]
 
 _KEYS = (
     "shard-14", "shard-20", "shard-31", "shard-38", "shard-56", "shard-74", "shard-84", "shard-107",
@@ -30,25 +34,48 @@ workers evenly (8/8, 6/5/5, 4/4/4/4; ``tests/test_shards.py`` checks 2 and 4 on 
 keep many sensors in each call of a keyed step (the window step vectorizes across them); the names keep
 the workers' shares even."""
 SHARDS = len(_KEYS)
-"""Shard keys the engine routes. Fixed: a recovery store's snapshots are kept per shard, so a run resumes
-only from a store written with the same number (checked on resume)."""
-_ROUTES: dict[str, str] = {}
+"""Shard keys of an engine with several workers."""
 _ROUTES_KEPT = 1 << 16
 """Routes remembered; beyond that the memo starts over (a flood of new ids costs time, not memory)."""
 
 
-def route(sensor: str) -> str:
-    """Return the engine key of *sensor*'s state: one of :data:`SHARDS` shards, the same in every process.
+class Shards:
+    """Which engine key holds each sensor's state: one of *count* shards (1 or :data:`SHARDS`).
 
-    >>> route("pump-1") == route("pump-1") and route("pump-1").startswith("shard")
+    The route depends only on the sensor id and *count*, so it is the same in every process and run.
+    A recovery store keeps the count it was written with (see :mod:`edgeflow.engine.execute`).
+
+    >>> Shards(1).route("pump-1"), Shards(1).route("pump-2")
+    ('shard-14', 'shard-14')
+    >>> Shards(SHARDS).route("pump-1") == Shards(SHARDS).route("pump-1")
     True
     """
-    key = _ROUTES.get(sensor)
-    if key is None:
-        if len(_ROUTES) >= _ROUTES_KEPT:
-            _ROUTES.clear()
-        key = _ROUTES[sensor] = _KEYS[zlib.crc32(sensor.encode("utf-8", "surrogatepass")) % SHARDS]
-    return key
+
+    __slots__ = ("_keys", "_routes", "count")
+
+    def __init__(self, count: int) -> None:
+        if count not in (1, SHARDS):
+            msg = f"shards: {count} (1 or {SHARDS})"
+            raise ValueError(msg)
+        self.count = count
+        self._keys = _KEYS[:count]
+        self._routes: dict[str, str] = {}
+
+    @classmethod
+    def for_workers(cls, workers: int) -> Shards:
+        """Return the shards for an engine of *workers* workers: one for one worker, else :data:`SHARDS`."""
+        return cls(1 if workers == 1 else SHARDS)
+
+    def route(self, sensor: str) -> str:
+        """Return the engine key of *sensor*'s state."""
+        key = self._routes.get(sensor)
+        if key is None:
+            if len(self._routes) >= _ROUTES_KEPT:
+                self._routes.clear()
+            keys = self._keys
+            key = keys[0] if len(keys) == 1 else keys[zlib.crc32(sensor.encode("utf-8", "surrogatepass")) % len(keys)]
+            self._routes[sensor] = key
+        return key
 
 
 class SensorBank(StatefulBatchLogic[Any, Any, Any]):
@@ -62,9 +89,17 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
     them); it must return what each state's ``on_batch(items)`` would, in any order across sensors.
     """
 
-    def __init__(self, new_state: Callable[[Any | None], KeyedLogic], resume: Any | None, *, keep: bool = True) -> None:
+    def __init__(
+        self,
+        new_state: Callable[[Any | None], KeyedLogic],
+        resume: Any | None,
+        *,
+        keep: bool = True,
+        shards: int = SHARDS,
+    ) -> None:
         self._new_state = new_state
         self._keep = keep
+        self._shards = shards
         self.states: dict[str, KeyedLogic] = {}
         self._snapshots: dict[str, Any] = {}
         self._touched: set[str] = set()
@@ -77,9 +112,9 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
                 )
                 raise ValueError(msg)
             shards, per_sensor = resume
-            if shards != SHARDS:
+            if shards != self._shards:
                 msg = (
-                    f"the recovery store was written with {shards} shards and this edgeflow routes {SHARDS}: "
+                    f"the recovery store was written with {shards} shards and this run routes {self._shards}: "
                     "resume with the edgeflow version that wrote it, or start from an empty recovery_dir"
                 )
                 raise ValueError(msg)
@@ -136,7 +171,7 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
         for sensor in self._touched:
             self._snapshots[sensor] = self.states[sensor].snapshot()
         self._touched.clear()
-        return (SHARDS, dict(self._snapshots))
+        return (self._shards, dict(self._snapshots))
 
 
 class TimedSensorBank(SensorBank):
