@@ -16,6 +16,8 @@ import numpy as np
 
 __all__ = ["ClipCounter", "TensorSpec"]
 
+_min, _max = np.minimum.reduce, np.maximum.reduce
+
 
 class ClipCounter:
     """Values a quantizer saw and how many it clipped at its integer bounds (thread-safe totals).
@@ -97,8 +99,12 @@ class TensorSpec:
         q += self.zero_point
         np.rint(q, out=q)
         lo, hi = self._bounds
-        self.clips.add(q.size, int(np.count_nonzero(q < lo) + np.count_nonzero(q > hi)))
-        return np.clip(q, lo, hi, out=q).astype(self._np_dtype)
+        clipped = 0
+        if q.size and (_min(q, axis=None) < lo or _max(q, axis=None) > hi):  # rare: only then count and clip
+            clipped = int(np.count_nonzero(q < lo) + np.count_nonzero(q > hi))
+            np.minimum(np.maximum(q, lo, out=q), hi, out=q)
+        self.clips.add(q.size, clipped)
+        return q.astype(self._np_dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         """Turn this tensor's values back into float32."""
