@@ -82,7 +82,13 @@ def _outputs(out: list[Any]) -> dict[str, tuple[list[tuple], list[tuple]]]:
     return {sensor: (windows, sorted(letters)) for sensor, (windows, letters) in per.items()}
 
 
-def _run(cfg: WindowConfig, rounds: list[list[tuple[str, list[SampleBlock]]]], limit: int, together: bool) -> Any:
+def _run(
+    cfg: WindowConfig,
+    rounds: list[list[tuple[str, list[SampleBlock]]]],
+    limit: int,
+    together: bool,
+    group_rows: int = window_many.MANY_ROWS,
+) -> Any:
     stats, admission = FlowStats(), SensorAdmission(limit)
     states: dict[str, SensorWindows] = {}
     first = rounds[0][0][1][0].values
@@ -97,7 +103,7 @@ def _run(cfg: WindowConfig, rounds: list[list[tuple[str, list[SampleBlock]]]], l
                     states[sensor] = SensorWindows("win", cfg, channels, admission, stats)
                 pairs.append((states[sensor], list(items)))
             if together:  # the one pass even for two sensors (the engine takes it from MANY_FROM on)
-                with patch.object(window_many, "MANY_FROM", 2):
+                with patch.object(window_many, "MANY_FROM", 2), patch.object(window_many, "MANY_ROWS", group_rows):
                     out += SensorWindows.on_batches(pairs)
             else:
                 for state, items in pairs:
@@ -140,15 +146,16 @@ def _fleet(draw: st.DrawFn) -> tuple[WindowConfig, list[list[tuple[str, list[Any
         if batch:
             rounds.append(batch)
     limit = draw(st.sampled_from([sensors, max(1, sensors - 2)]))  # sometimes a sensor is refused
-    return cfg, rounds, limit
+    group_rows = draw(st.sampled_from([1, 100, window_many.MANY_ROWS]))  # passes of one sensor, a few, all
+    return cfg, rounds, limit, group_rows
 
 
 @settings(max_examples=120, deadline=None)
 @given(_fleet())
 def test_sensors_windowed_together_get_what_each_gets_alone(case: tuple) -> None:
-    cfg, rounds, limit = case
+    cfg, rounds, limit, group_rows = case
     alone = _run(cfg, rounds, limit, together=False)
-    assert _run(cfg, rounds, limit, together=True) == alone
+    assert _run(cfg, rounds, limit, together=True, group_rows=group_rows) == alone
 
 
 def test_thousands_of_regular_sensors_take_the_one_pass_and_match() -> None:
@@ -159,5 +166,6 @@ def test_thousands_of_regular_sensors_take_the_one_pass_and_match() -> None:
     alone = _run(cfg, rounds, 5_000, together=False)
     together = _run(cfg, rounds, 5_000, together=True)
     assert together == alone
+    assert _run(cfg, rounds, 5_000, together=True, group_rows=1_000) == alone  # in groups of 40 sensors
     windows = sum(len(w) for w, _letters in alone[0].values())
     assert 2_000 * 4 < windows <= 2_000 * 5  # 50 samples, 5 s: windows end at points 15, 23, ..., 47 (or 39)
