@@ -163,6 +163,22 @@ class Chunk:
             np.fromiter((s.nbytes for s in samples), dtype=np.int64, count=len(samples)),
         )
 
+    def samples(self, t_in: int) -> list[Sample]:
+        """Return the rows as single :class:`Sample` items, in file order (cheaper than :meth:`blocks` for a few).
+
+        >>> codes, names = factorize(["b", "a"])
+        >>> c = Chunk(np.array([1.0, 2.0]), codes, names, np.array([[0.5], [0.7]]), np.array([12, 13]))
+        >>> [(x.sensor, x.ts, x.values, x.nbytes, x.t_in) for x in c.samples(9)]
+        [('b', 1.0, (0.5,), 12, 9), ('a', 2.0, (0.7,), 13, 9)]
+        """
+        names = self.names
+        return [
+            Sample(t, names[c], tuple(row), n, t_in)
+            for t, c, row, n in zip(
+                self.ts.tolist(), self.codes.tolist(), self.values.tolist(), self.nbytes.tolist(), strict=True
+            )
+        ]
+
     def blocks(self, t_in: int) -> list[SampleBlock]:
         """One :class:`SampleBlock` per sensor, sensors in order of first appearance, rows in file order.
 

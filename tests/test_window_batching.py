@@ -15,12 +15,22 @@ from hypothesis import strategies as st
 
 from edgeflow.metrics import FlowStats
 from edgeflow.operators.window import SensorAdmission, SensorWindows, WindowConfig
-from edgeflow.records import DeadLetter, SampleBlock, Window
+from edgeflow.records import DeadLetter, Sample, SampleBlock, Window
 
 T0 = 1_767_225_600.0  # 2026-01-01, epoch seconds: timestamps with the resolution real ones have
 
 
-def _run(cfg: WindowConfig, block: SampleBlock, cuts: list[int]) -> tuple[list[tuple], list[tuple], dict]:
+def _singles(block: SampleBlock) -> list[Sample]:
+    """A block as single samples, each with its own ingest time (as a paced replay or MQTT hands them on)."""
+    return [
+        Sample(float(t), block.sensor, tuple(v.tolist()), int(n), block.ingest_time(i))
+        for i, (t, v, n) in enumerate(zip(block.ts, block.values, block.nbytes, strict=True))
+    ]
+
+
+def _run(
+    cfg: WindowConfig, block: SampleBlock, cuts: list[int], *, singles: bool = False
+) -> tuple[list[tuple], list[tuple], dict]:
     state = SensorWindows("win", cfg, block.values.shape[1], SensorAdmission(10), FlowStats())
     out: list[object] = []
     bounds = [0, *sorted(set(cuts)), len(block)]
@@ -31,7 +41,7 @@ def _run(cfg: WindowConfig, block: SampleBlock, cuts: list[int]) -> tuple[list[t
                 ins = None if block.t_ins is None else block.t_ins[lo:hi]
                 t_in = block.t_in if ins is None else int(ins[-1])
                 part = SampleBlock("s", block.ts[lo:hi], block.values[lo:hi], block.nbytes[lo:hi], t_in, ins)
-                out += state.on_batch([part])
+                out += state.on_batch(_singles(part) if singles else [part])
         out += state.on_eof()
     # windows in order; dead letters as a set (a batch lists them by check, before its windows)
     windows = [(w.start, w.end, w.data.tobytes(), w.n_raw, w.raw_bytes, w.t_in) for w in out if isinstance(w, Window)]
@@ -87,6 +97,7 @@ def test_any_batching_gives_the_same_windows_dead_letters_and_state(case: tuple)
     whole = _run(cfg, block, [])
     assert _run(cfg, block, cuts) == whole
     assert _run(cfg, block, list(range(1, len(block)))) == whole  # one sample at a time
+    assert _run(cfg, block, cuts, singles=True) == whole  # the same batches as lists of single samples
 
 
 def test_regular_samples_one_at_a_time_fill_the_same_windows_as_one_block() -> None:
@@ -126,3 +137,19 @@ def test_samples_whose_values_are_numpy_float32_give_the_same_windows_one_at_a_t
         together = SensorWindows("win", cfg, 1, SensorAdmission(10), FlowStats()).on_batch(list(samples))
     assert len(singly) == len(together) > 100
     assert [w.data.tobytes() for w in singly] == [w.data.tobytes() for w in together]
+
+
+def test_a_few_single_samples_at_a_time_give_each_window_the_ingest_time_of_the_sample_that_completed_it() -> None:
+    # three samples per grid period, handed on three at a time: the window is often completed by the first or
+    # second sample of a batch, and its latency must run from that sample's arrival, not the batch's last
+    n = 3_000
+    ts = T0 + np.arange(n) / 300.0
+    arrivals = 1_000 + np.arange(n, dtype=np.int64) * 7
+    block = SampleBlock("s", ts, np.cos(np.arange(n) / 11.0)[:, None], np.full(n, 20), int(arrivals[-1]), arrivals)
+    cfg = WindowConfig(rate_hz=100, size=16, hop=4, max_gap_s=0.05)
+    whole = _run(cfg, block, [])
+    threes = _run(cfg, block, list(range(3, n, 3)), singles=True)
+    assert len(whole[0]) == (n // 3 - 16) // 4 + 1
+    assert threes == whole
+    last_of_batch = set(arrivals[2::3].tolist())
+    assert any(w[5] not in last_of_batch for w in whole[0])  # some windows were completed mid-batch

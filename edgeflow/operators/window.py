@@ -276,10 +276,15 @@ class SensorWindows:
 
     def on_batch(self, items: list[Sample | SampleBlock]) -> list[Any]:
         """Take one sensor's samples (single or in blocks) in arrival order; return windows and dead letters."""
-        if len(items) == 1 and self._probe is None and self._held is None and not self._rejected:
+        if len(items) <= _FEW and self._probe is None and self._held is None and not self._rejected:
             item = items[0]
             few: list[Any] | None = None
-            if type(item) is Sample:
+            if len(items) > 1:
+                if all(type(x) is Sample for x in items):  # a few single samples, as a paced replay or MQTT hands on
+                    ins = [x.t_in for x in items]
+                    rows = [x.values for x in items]
+                    few = self._few([x.ts for x in items], rows, [x.nbytes for x in items], max(ins), ins)
+            elif type(item) is Sample:
                 few = self._few([item.ts], [item.values], [item.nbytes], item.t_in)
             elif len(item) <= _FEW:  # type: ignore[arg-type]
                 one: SampleBlock = item  # type: ignore[assignment]
