@@ -280,10 +280,11 @@ class SensorWindows:
             item = items[0]
             few: list[Any] | None = None
             if len(items) > 1:
-                if all(type(x) is Sample for x in items):  # a few single samples, as a paced replay or MQTT hands on
-                    ins = [x.t_in for x in items]
-                    rows = [x.values for x in items]
-                    few = self._few([x.ts for x in items], rows, [x.nbytes for x in items], max(ins), ins)
+                singles = [x for x in items if isinstance(x, Sample)]
+                if len(singles) == len(items):  # a few single samples, as a paced replay or MQTT hands them on
+                    arrived = [x.t_in for x in singles]
+                    rows = [x.values for x in singles]
+                    few = self._few([x.ts for x in singles], rows, [x.nbytes for x in singles], max(arrived), arrived)
             elif type(item) is Sample:
                 few = self._few([item.ts], [item.values], [item.nbytes], item.t_in)
             elif len(item) <= _FEW:  # type: ignore[arg-type]
