@@ -42,6 +42,8 @@ DEFAULT_BATCH_ROWS = 8_192
 ROWS_PER_SENSOR, MAX_BATCH_ROWS = 64, 262_144
 """A growing reader aims at this many rows per sensor in a batch, up to this many rows in all (~7 MB of arrays):
 with thousands of sensors, each sensor's share of a batch stays large enough to be worth a vectorized step."""
+_FEW_ROWS = 8
+"""Up to this many rows, each of another sensor, a chunk's blocks are cut row by row rather than by a sort."""
 RECENT_SENSORS = 16_384
 """Sensor ids a growing reader remembers across batches (bounded: a flood of new ids costs at most this many)."""
 PARSE_ROWS = 16_384
@@ -163,22 +165,6 @@ class Chunk:
             np.fromiter((s.nbytes for s in samples), dtype=np.int64, count=len(samples)),
         )
 
-    def samples(self, t_in: int) -> list[Sample]:
-        """Return the rows as single :class:`Sample` items, in file order (cheaper than :meth:`blocks` for a few).
-
-        >>> codes, names = factorize(["b", "a"])
-        >>> c = Chunk(np.array([1.0, 2.0]), codes, names, np.array([[0.5], [0.7]]), np.array([12, 13]))
-        >>> [(x.sensor, x.ts, x.values, x.nbytes, x.t_in) for x in c.samples(9)]
-        [('b', 1.0, (0.5,), 12, 9), ('a', 2.0, (0.7,), 13, 9)]
-        """
-        names = self.names
-        return [
-            Sample(t, names[c], tuple(row), n, t_in)
-            for t, c, row, n in zip(
-                self.ts.tolist(), self.codes.tolist(), self.values.tolist(), self.nbytes.tolist(), strict=True
-            )
-        ]
-
     def blocks(self, t_in: int) -> list[SampleBlock]:
         """One :class:`SampleBlock` per sensor, sensors in order of first appearance, rows in file order.
 
@@ -188,6 +174,10 @@ class Chunk:
         >>> c = Chunk(np.array([1.0, 2.0, 3.0]), codes, names, np.zeros((3, 1)), np.ones(3, np.int64))
         >>> [(b.sensor, b.ts.tolist()) for b in c.blocks(0)]
         [('b', [1.0, 3.0]), ('a', [2.0])]
+        >>> codes, names = factorize(["c", "a", "b"])  # a few rows of as many sensors: a block a row
+        >>> c = Chunk(np.array([1.0, 2.0, 3.0]), codes, names, np.zeros((3, 1)), np.ones(3, np.int64))
+        >>> [(b.sensor, b.ts.tolist()) for b in c.blocks(0)]
+        [('c', [1.0]), ('a', [2.0]), ('b', [3.0])]
         """
         if not len(self):
             return []
@@ -195,6 +185,14 @@ class Chunk:
         first, last = int(codes.min()), int(codes.max())
         if first == last:
             return [SampleBlock(self.names[first], self.ts, self.values, self.nbytes, t_in)]
+        if len(codes) <= _FEW_ROWS:
+            few = codes.tolist()
+            if len(set(few)) == len(few):  # a few rows of as many sensors (a paced poll): a block a row, no sort
+                ts, values, nbytes, names = self.ts, self.values, self.nbytes, self.names
+                return [
+                    SampleBlock(names[c], ts[i : i + 1], values[i : i + 1], nbytes[i : i + 1], t_in)
+                    for i, c in enumerate(few)
+                ]
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(first, last + 2)).tolist()
         ts, values, nbytes = self.ts[order], self.values[order], self.nbytes[order]

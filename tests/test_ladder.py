@@ -148,22 +148,3 @@ def test_a_relapse_right_after_a_step_up_doubles_the_hold() -> None:
     for _ in range(4 * 16 + 1):  # the step up lasted: the hold relaxes
         ladder.observe(0.001)
     assert ladder.hold_now == 8
-
-
-def test_the_fallback_scores_the_same_whenever_its_queued_learning_runs() -> None:
-    from edgeflow.operators.ladder import PENDING_MAX, Fallback
-
-    rng = np.random.default_rng(3)
-    vectors = [(f"s{i % 3}", rng.normal(0.0, 1.0, 4) * (20.0 if i % 37 == 0 else 1.0)) for i in range(900)]
-    eager, lazy = Fallback(("a", "b", "c", "d"), FlowStats()), Fallback(("a", "b", "c", "d"), FlowStats())
-    got: tuple[list[tuple[float, bool]], list[tuple[float, bool]]] = ([], [])
-    for i, (sensor, x) in enumerate(vectors):
-        eager.learn(sensor, x.astype(np.float32))
-        eager.catch_up()  # at once, as if the engine called it after every batch
-        lazy.learn(sensor, x.astype(np.float32))  # never caught up but by a score or the queue's bound
-        assert lazy.pending <= PENDING_MAX
-        if i % 97 == 0:
-            probe = rng.normal(0.0, 1.0, 4) * (30.0 if i % 2 else 1.0)
-            got[0].append(eager.score(sensor, probe))
-            got[1].append(lazy.score(sensor, probe))
-    assert got[0] == got[1] and any(flag for _z, flag in got[0])

@@ -21,8 +21,6 @@ REC = str(ROOT / "examples/data/pump_vibration.csv")
 
 FLOW = """
 import sys
-import pytest
-
 import edgeflow.operators as eo
 from edgeflow import Flow
 from edgeflow.runtime import run
@@ -89,7 +87,13 @@ def test_a_store_begun_by_one_worker_is_resumed_by_two_without_loss(tmp_path: Pa
     rec.write_text("".join(json.dumps(row) + "\n" for row in rows))
     proc = subprocess.Popen([sys.executable, "-c", FLOW, str(tmp_path), str(rec), "10"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    time.sleep(2.0)  # 60 s of data at 10x: killed a third of the way in, snapshots on the way
+    deadline = time.monotonic() + 30
+    out = tmp_path / "s.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:  # 60 s of data at 10x: a summary every second
+        if out.exists() and len(out.read_text().splitlines()) >= 8:  # 20 s of data handed on, snapshots on the way
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert (tmp_path / "state" / SHARDS_FILE).read_text() == "1\n"
@@ -105,19 +109,24 @@ def test_a_store_begun_by_one_worker_is_resumed_by_two_without_loss(tmp_path: Pa
     assert by_key == {(r["sensor"], r["interval"][0]): r for r in _reference(str(rec))}
 
 
-def test_a_split_replay_resumed_with_another_worker_count_is_refused_clearly(tmp_path: Path) -> None:
-    # a replay split by sensor keeps a read position per worker's share: two workers cannot take one's
+def test_a_store_resumed_with_another_worker_count_or_recording_is_refused_clearly(tmp_path: Path) -> None:
+    # a replay split by sensor keeps a read position per worker's share, and a source's partitions carry its path
     from edgeflow.errors import EdgeflowError
     from edgeflow.runtime import run
-
-    rows = [(f"2026-01-01T00:00:{i // 4 // 10:02d}.{i // 4 % 10}00Z", f"s{i % 4}", float(i % 5)) for i in range(400)]
     from edgeflow.testing import write_csv_recording
 
-    path = write_csv_recording(tmp_path / "r.csv", rows)
-    flow = Flow("split", recovery_dir=tmp_path / "store")
-    eo.output("out", eo.window("win", eo.replay("samples", flow, path), rate_hz=10, size=8), eo.jsonl(tmp_path / "o"))
-    run(flow, handle_signals=False)
-    with pytest.raises(
-        EdgeflowError, match=r"resumes only with the number of workers that wrote the store \(this run has 2\)"
-    ):
-        run(flow, workers=2, handle_signals=False)
+    rows = [(f"2026-01-01T00:00:{i // 4 // 10:02d}.{i // 4 % 10}00Z", f"s{i % 4}", float(i % 5)) for i in range(400)]
+
+    def flow(recording: str) -> Flow:
+        f = Flow("split", recovery_dir=tmp_path / "store")
+        w = eo.window(
+            "win", eo.replay("samples", f, write_csv_recording(tmp_path / recording, rows)), rate_hz=10, size=8
+        )
+        eo.output("out", w, eo.jsonl(tmp_path / "o"))
+        return f
+
+    run(flow("r.csv"), handle_signals=False)
+    with pytest.raises(EdgeflowError, match=r"\(.*/r\.csv\): a source's partitions are named by its path.*\(2 in this"):
+        run(flow("r.csv"), workers=2, handle_signals=False)
+    with pytest.raises(EdgeflowError, match=r"\(.*/r\.csv\): a source's partitions are named by its path.*\(1 in this"):
+        run(flow("renamed.csv"), handle_signals=False)

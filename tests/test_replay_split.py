@@ -12,7 +12,6 @@ import pytest
 from edgeflow.metrics import FlowStats
 from edgeflow.operators.replay import ReplayConfig, ReplaySource
 from edgeflow.recordings import RecordingReader
-from edgeflow.records import Sample
 from edgeflow.sensor_split import owners_of_fields, share_of
 
 
@@ -111,8 +110,8 @@ def test_a_paced_replay_resumed_mid_batch_skips_exactly_the_rows_handed_on(
     monkeypatch.setattr(replay_module, "time", fake)
     cfg = ReplayConfig(path=path, speed=1.0)  # no batch_size: batches grow
 
-    def rows(items: list) -> list[tuple[str, float]]:  # blocks, or single samples for a batch of a few rows
-        return [(x.sensor, t) for x in items for t in ([x.ts] if type(x) is Sample else x.ts.tolist())]
+    def rows(blocks: list) -> list[tuple[str, float]]:
+        return [(b.sensor, t) for b in blocks for t in b.ts.tolist()]
 
     source = ReplaySource("samples", cfg, ("v",), FlowStats())
     part = source.open(str(path), None)

@@ -200,9 +200,10 @@ class _WatchedPartition(_Forwarding):
                 kind = type(item)
                 if kind is SampleBlock:
                     ts = item.ts
-                    if len(ts):
-                        n += len(ts)
-                        top = float(_max(ts))
+                    rows = len(ts)
+                    if rows:
+                        n += rows
+                        top = float(ts[0]) if rows == 1 else float(_max(ts))
                         if top > newest:
                             newest = top
                 elif kind is Sample:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -62,13 +63,16 @@ def execute(
     except RuntimeError as exc:
         if run.recovery_dir is None or _UNKNOWN_PARTITION not in str(exc):
             raise
+        key = re.search(r"Key StateKey\(\"?(.*?)\"?\) is not", str(exc))
+        partition = key.group(1) if key else "named in the engine's error"
         msg = (
-            f"the recovery store {run.recovery_dir} holds the read positions of source partitions this run does not "
-            f"have: a source split among workers (e.g. a replay split by sensor) resumes only with the number of "
-            f"workers that wrote the store (this run has {run.workers}); run with that number, or start from an "
-            "empty recovery_dir"
+            f"the recovery store {run.recovery_dir} holds the read position of a source partition this run does not "
+            f"have ({partition}): a source's partitions are named by its path "
+            "and, for one split among workers (e.g. a replay split by sensor), by the number of workers "
+            f"({run.workers} in this run); resume with the same source and worker count, or start from an empty "
+            "recovery_dir"
         )
-        raise EdgeflowError(msg) from None
+        raise EdgeflowError(msg) from exc
 
 
 def shards_of_store(folder: Path, workers: int) -> Shards:

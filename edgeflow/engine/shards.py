@@ -114,8 +114,9 @@ class SensorBank(StatefulBatchLogic[Any, Any, Any]):
             shards, per_sensor = resume
             if shards != self._shards:
                 msg = (
-                    f"the recovery store was written with {shards} shards and this run routes {self._shards}: "
-                    "resume with the edgeflow version that wrote it, or start from an empty recovery_dir"
+                    f"the recovery store was written with {shards} shards and this run routes {self._shards} "
+                    "(its edgeflow-shards file was lost or changed, or another edgeflow wrote it): restore the file "
+                    "or start from an empty recovery_dir"
                 )
                 raise ValueError(msg)
             for sensor, state in per_sensor.items():

@@ -92,6 +92,10 @@ class TensorSpec:
         >>> spec = TensorSpec("x", (-1, 2), "int8", scale=1.0)
         >>> spec.quantize(np.array([[5.0, 300.0]], dtype=np.float32)).tolist(), spec.clips.totals()
         ([[5, 127]], (2, 1))
+        >>> with np.errstate(invalid="ignore"):  # a NaN among the values does not hide the others' saturation
+        ...     q = spec.quantize(np.array([[np.nan, -500.0]], dtype=np.float32))
+        >>> q[0, 1], spec.clips.totals()
+        (np.int8(-128), (4, 2))
         """
         if not self.quantized:
             return x.astype(self._np_dtype, copy=False)
@@ -100,7 +104,7 @@ class TensorSpec:
         np.rint(q, out=q)
         lo, hi = self._bounds
         clipped = 0
-        if q.size and (_min(q, axis=None) < lo or _max(q, axis=None) > hi):  # rare: only then count and clip
+        if q.size and not (_min(q, axis=None) >= lo and _max(q, axis=None) <= hi):  # rare (or NaN): count and clip
             clipped = int(np.count_nonzero(q < lo) + np.count_nonzero(q > hi))
             np.minimum(np.maximum(q, lo, out=q), hi, out=q)
         self.clips.add(q.size, clipped)

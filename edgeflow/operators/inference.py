@@ -289,16 +289,12 @@ class InferLogic:
     def flush(self, final: bool) -> list[Any]:
         """Score the held windows: all of them when *final* (input ended), else only once the oldest is overdue.
 
-        First the fallback learns what it queued (:meth:`Fallback.catch_up`): the engine calls this between
-        batches, every ``flush_every_s``.
-
         >>> handler = LiteRTModelHandler("models/pump_ae/manifest.json")
         >>> info = handler.load_model()
         >>> prepared = PreparedModel(handler, info, info.threshold)
         >>> InferLogic("model", InferConfig(), prepared, FlowStats(), budget_ms=15.0).flush(True)  # nothing held
         []
         """
-        self._fallback.catch_up()  # between batches: the fallback's learning, kept off the verdicts' path
         with self._hold_lock:
             if not self._held or (not final and time.monotonic() - self._held_since < self.hold_s):
                 return []
@@ -374,7 +370,7 @@ class InferLogic:
         if lean and self._batches % LEAN_EVERY:
             return health.block()
         if self._cfg.fallback:
-            for w, row in zip(ok, feats, strict=True):
+            for w, row in zip(ok, feats.astype(np.float64), strict=True):  # one copy for the batch
                 self._fallback.learn(w.sensor, row)
         line = health.update(feats, scores)
         if line is not None and self._notify is not None:

@@ -52,7 +52,6 @@ __all__ = [
     "FALLBACK",
     "LEAN_EVERY",
     "MIN_QUIET",
-    "PENDING_MAX",
     "RUNGS",
     "Fallback",
     "Ladder",
@@ -72,8 +71,6 @@ CAUSES: tuple[str, ...] = ("latency", "backlog", "recovered")
 """Why the ladder stepped: down on broken latency or backlog, up once both recovered."""
 FALLBACK = "fallback:zscore"
 """``Scored.model`` of a verdict the fallback detector produced."""
-PENDING_MAX = 256
-"""Feature vectors the fallback queues for learning at most before it learns them at once (see :class:`Fallback`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,15 +253,12 @@ class Fallback:
     """Per-sensor z-score baselines (thread-safe) (:class:`~edgeflow.operators.detect.ZScoreState`) kept beside a model.
 
     They learn from windows while the model works (:meth:`learn`) and score when it cannot (:meth:`score`).
-    Learning is queued and done later, off the verdict's path: by :meth:`catch_up` (the engine calls it
-    between batches), before any score, or once :data:`PENDING_MAX` vectors wait. The baselines see the
-    same vectors in the same order either way, so scores do not depend on when it ran.
 
     >>> fb = Fallback(("a", "b"), FlowStats(), DetectorConfig(warmup=3, threshold=3.0))
     >>> for x in ([1.0, 2.0], [1.2, 2.1], [0.8, 1.9]):
     ...     fb.learn("s", np.array(x))
-    >>> fb.pending, fb.score("s", np.array([5.0, 2.0]))[1], fb.pending
-    (3, True, 0)
+    >>> fb.score("s", np.array([5.0, 2.0]))[1]
+    True
     """
 
     def __init__(self, names: tuple[str, ...], stats: FlowStats, cfg: DetectorConfig | None = None) -> None:
@@ -273,23 +267,6 @@ class Fallback:
         self._cfg = cfg or DetectorConfig(warmup=20, threshold=6.0, alpha=0.01, persistence=(1, 1))
         self._states: dict[str, ZScoreState] = {}
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, np.ndarray]] = []
-
-    @property
-    def pending(self) -> int:
-        """Feature vectors queued for learning."""
-        return len(self._pending)
-
-    def catch_up(self) -> None:
-        """Learn the queued feature vectors now, in the order they came."""
-        if self._pending:
-            with self._lock:
-                self._learn_pending()
-
-    def _learn_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        for sensor, x in pending:
-            self._state(sensor).score(x.astype(np.float64))
 
     def _state(self, sensor: str) -> ZScoreState:
         state = self._states.get(sensor)
@@ -298,15 +275,11 @@ class Fallback:
         return state
 
     def learn(self, sensor: str, x: np.ndarray) -> None:
-        """Let *sensor*'s baseline see one feature vector the model scored (queued: see the class)."""
+        """Let *sensor*'s baseline see one feature vector the model scored."""
         with self._lock:
-            self._pending.append((sensor, x))
-            if len(self._pending) >= PENDING_MAX:
-                self._learn_pending()
+            self._state(sensor).score(x)
 
     def score(self, sensor: str, x: np.ndarray) -> tuple[float, bool]:
         """Score one feature vector: ``(largest |z|, anomaly)``; ``(0.0, False)`` while still warming up."""
         with self._lock:
-            if self._pending:
-                self._learn_pending()
             return self._state(sensor).score(x)

@@ -3,9 +3,7 @@
 Rows need a timezone-aware timestamp, a sensor id and one or more numeric
 values (parsing: :mod:`edgeflow.recordings`). Each batch is handed on as one
 :class:`~edgeflow.records.SampleBlock` per sensor, so later steps work on
-arrays, not on one Python object per sample; a paced replay hands a batch of a
-few rows on as single :class:`~edgeflow.records.Sample` items, which cost less
-than arrays that small (steps on samples take both kinds). Played as fast as possible by
+arrays, not on one Python object per sample. Played as fast as possible by
 default, or paced at ``speed`` times real time; the output is the same either
 way because every later step runs on event time. Bad rows become dead letters
 with the line number and reason. A resumed replay starts exactly at the
@@ -37,10 +35,6 @@ from edgeflow.recordings import (
 from edgeflow.records import TimeFormat, TimeUnit
 
 __all__ = ["ReplayConfig", "ReplaySource", "replay"]
-
-FEW_ROWS = 8
-"""A paced replay hands a batch of at most this many rows on as single samples, not as blocks: arrays that small
-cost more than they save (a paced flow's per-event latency is mostly such fixed costs)."""
 
 
 class ReplayConfig(BaseModel):
@@ -178,9 +172,7 @@ class _ReplayPartition:
         head, self._chunk = chunk.split(take)
         self._handed += take
         if len(head):
-            t_in = time.perf_counter_ns()
-            few = self._cfg.speed is not None and len(head) <= FEW_ROWS
-            out.extend(head.samples(t_in) if few else head.blocks(t_in))
+            out.extend(head.blocks(time.perf_counter_ns()))
             read = int(np.add.reduce(head.nbytes))
             self._stats.add(samples_in=len(head), bytes_in=read)
             self._stats.count("replay.bytes_read", read)

@@ -281,7 +281,7 @@ class SensorWindows:
             few: list[Any] | None = None
             if len(items) > 1:
                 singles = [x for x in items if isinstance(x, Sample)]
-                if len(singles) == len(items):  # a few single samples, as a paced replay or MQTT hands them on
+                if len(singles) == len(items):  # a few single samples, as a source of single readings hands them on
                     arrived = [x.t_in for x in singles]
                     rows = [x.values for x in singles]
                     few = self._few([x.ts for x in singles], rows, [x.nbytes for x in singles], max(arrived), arrived)
