@@ -13,6 +13,7 @@ process. Mistakes in a flow file exit 4 with the file and line, an invalid flow 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import signal
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from enum import Enum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -150,16 +151,62 @@ def run(
     """Run a flow until its sources end (one worker by default, cluster mode with -w/-p/-a)."""
     debug = debug_enabled(ctx)
     show = not quiet and (terminal.err.is_terminal if progress is None else progress)
+    settings = _RunSettings(
+        workers, recovery_dir, metrics_port, metrics_host, health_uplink_s, health_stall_s, debug=debug
+    )
     if processes > 1 and addresses is None:
-        options = ["-w", str(workers), "--metrics-host", metrics_host]
-        options += ["--health-uplink-s", str(health_uplink_s), "--health-stall-s", str(health_stall_s)]
-        if metrics_port is not None:
-            options += ["--metrics-port", str(metrics_port)]
-        if recovery_dir is not None:
-            options += ["--recovery-dir", str(recovery_dir)]
-        code = _spawn_cluster(target, processes, options, quiet=quiet, debug=debug, show=show, report_json=report_json)
+        import edgeflow.observe.health  # noqa: F401  (numpy and the run's settings: imported once, before the fork)
+
+        code = _spawn_cluster(target, processes, settings, quiet=quiet, show=show, report_json=report_json)
         raise typer.Exit(code)
-    from edgeflow.observe.health import HealthConfig  # after the spawn above: children start sooner
+    _run_here(
+        target,
+        settings,
+        process_id,
+        addresses,
+        quiet=quiet,
+        show=show,
+        report_json=report_json,
+        cluster_dir=cluster_dir,
+    )
+
+
+class _RunSettings(NamedTuple):
+    """What ``edgeflow run`` passes on to each process of ``-p N``."""
+
+    workers: int
+    recovery_dir: Path | None
+    metrics_port: int | None
+    metrics_host: str
+    health_uplink_s: float
+    health_stall_s: float
+    debug: bool = False
+
+    def options(self) -> list[str]:
+        """Return the settings as options of ``edgeflow run`` (for a child started afresh, not forked)."""
+        out = ["-w", str(self.workers), "--metrics-host", self.metrics_host]
+        out += ["--health-uplink-s", str(self.health_uplink_s), "--health-stall-s", str(self.health_stall_s)]
+        if self.metrics_port is not None:
+            out += ["--metrics-port", str(self.metrics_port)]
+        if self.recovery_dir is not None:
+            out += ["--recovery-dir", str(self.recovery_dir)]
+        return out
+
+
+def _run_here(
+    target: str,
+    settings: _RunSettings,
+    process_id: int | None,
+    addresses: str | None,
+    *,
+    quiet: bool,
+    show: bool,
+    report_json: Path | None,
+    cluster_dir: Path | None,
+) -> None:
+    """Run *target* in this process (alone, or as process *process_id* of a cluster); exit as ``run`` says."""
+    workers, recovery_dir, metrics_port, metrics_host, health_uplink_s, health_stall_s, debug = settings
+    from edgeflow.observe.health import HealthConfig  # imported here: a parent of `-p N` forks before it needs it
 
     health = HealthConfig(uplink_down_s=health_uplink_s, stall_s=health_stall_s or None)
     compiled = compile_target(target, debug=debug)
@@ -259,10 +306,9 @@ def _with_root_cause(exc: Exception) -> Exception:
 def _spawn_cluster(
     target: str,
     processes: int,
-    options: list[str],
+    settings: _RunSettings,
     *,
     quiet: bool,
-    debug: bool,
     show: bool,
     report_json: Path | None,
 ) -> int:
@@ -279,9 +325,19 @@ def _spawn_cluster(
     base = int(os.environ.get("EDGEFLOW_CLUSTER_PORT", "2101"))
     addresses = ";".join(f"127.0.0.1:{base + i}" for i in range(processes))
     folder = Path(tempfile.mkdtemp(prefix="edgeflow-run-"))
-    args = [*(["--debug"] if debug else []), "run", target, "-a", addresses, "--cluster-dir", str(folder), *options]
+    args = [*(["--debug"] if settings.debug else []), "run", target, "-a", addresses, "--cluster-dir", str(folder)]
+    args += settings.options()
     try:
-        procs = [_start_child([*args, "-i", str(i)]) for i in range(processes)]
+        procs = [
+            _start_child(
+                [*args, "-i", str(i)],
+                functools.partial(
+                    _run_here, target, settings, i, addresses, quiet=False, show=False, report_json=None,
+                    cluster_dir=folder,
+                ),
+            )
+            for i in range(processes)
+        ]  # fmt: skip
         # imported once the children are on their way; the report's modules (numpy) a second later, once the
         # children are past their own start-up, not competing with it for the cores
         from edgeflow.observe.cluster import StderrForwarder, read_statuses
@@ -332,11 +388,12 @@ class _ForkedChild:
     """``edgeflow <args>`` in a child forked from this process, in a session of its own, its stderr piped here.
 
     Forked rather than started afresh: the child skips the interpreter's start-up and the imports this process
-    has done (typer, pydantic: ~0.13 s of each child's start). Answers the few calls the parent makes of a
+    has done (typer, pydantic: ~0.13 s of each child's start), and calls *command* (what *args* would run)
+    without parsing *args* again (~0.06 s more). Answers the few calls the parent makes of a
     :class:`subprocess.Popen`.
     """
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], command: Callable[[], None]) -> None:
         read, write = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -348,11 +405,11 @@ class _ForkedChild:
                 os.close(read)
                 os.dup2(write, 2)
                 os.close(write)
-                from edgeflow.cli import app
-
                 sys.argv = ["edgeflow", *args]  # what a flow file that reads it would see in a fresh child
-                app(args=args, prog_name="edgeflow")
+                command()
                 code = 0
+            except typer.Exit as done:
+                code = done.exit_code
             except SystemExit as done:
                 code = done.code if isinstance(done.code, int) else int(done.code is not None)
             except BaseException:
@@ -386,10 +443,13 @@ class _ForkedChild:
         self.send_signal(signal.SIGKILL)
 
 
-def _start_child(args: list[str]) -> _ForkedChild | subprocess.Popen[str]:
-    """Start ``edgeflow <args>`` in a session of its own with its stderr piped here: forked where the OS can."""
+def _start_child(args: list[str], command: Callable[[], None]) -> _ForkedChild | subprocess.Popen[str]:
+    """Start ``edgeflow <args>`` in a session of its own with its stderr piped here: forked where the OS can.
+
+    A forked child calls *command* (what *args* would run); one started afresh parses *args*.
+    """
     if hasattr(os, "fork"):
-        return _ForkedChild(args)
+        return _ForkedChild(args, command)
     import subprocess
 
     cmd = [sys.executable, "-m", "edgeflow", *args]
