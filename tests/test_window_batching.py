@@ -21,7 +21,7 @@ T0 = 1_767_225_600.0  # 2026-01-01, epoch seconds: timestamps with the resolutio
 
 
 def _singles(block: SampleBlock) -> list[Sample]:
-    """A block as single samples, each with its own ingest time (as a paced replay or MQTT hands them on)."""
+    """A block as single samples, each with its own ingest time (as a source of single readings hands them on)."""
     return [
         Sample(float(t), block.sensor, tuple(v.tolist()), int(n), block.ingest_time(i))
         for i, (t, v, n) in enumerate(zip(block.ts, block.values, block.nbytes, strict=True))

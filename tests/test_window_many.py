@@ -138,7 +138,7 @@ def _fleet(draw: st.DrawFn) -> tuple[WindowConfig, list[list[tuple[str, list[Any
             if hi - done[i] > 1 and rng.random() < 0.3:  # two items for one sensor in one batch
                 mid = int(rng.integers(done[i] + 1, hi))
                 batch.append((block.sensor, [_part(block, done[i], mid), _part(block, mid, hi)]))
-            elif rng.random() < 0.2:  # single samples, as MQTT hands them on
+            elif rng.random() < 0.2:  # single samples, as a source of single readings hands them on
                 batch.append((block.sensor, _samples(_part(block, done[i], hi))))
             else:
                 batch.append((block.sensor, [_part(block, done[i], hi)]))

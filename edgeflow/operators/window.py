@@ -276,16 +276,10 @@ class SensorWindows:
 
     def on_batch(self, items: list[Sample | SampleBlock]) -> list[Any]:
         """Take one sensor's samples (single or in blocks) in arrival order; return windows and dead letters."""
-        if len(items) <= _FEW and self._probe is None and self._held is None and not self._rejected:
+        if len(items) == 1 and self._probe is None and self._held is None and not self._rejected:
             item = items[0]
             few: list[Any] | None = None
-            if len(items) > 1:
-                singles = [x for x in items if isinstance(x, Sample)]
-                if len(singles) == len(items):  # a few single samples, as a source of single readings hands them on
-                    arrived = [x.t_in for x in singles]
-                    rows = [x.values for x in singles]
-                    few = self._few([x.ts for x in singles], rows, [x.nbytes for x in singles], max(arrived), arrived)
-            elif type(item) is Sample:
+            if type(item) is Sample:
                 few = self._few([item.ts], [item.values], [item.nbytes], item.t_in)
             elif len(item) <= _FEW:  # type: ignore[arg-type]
                 one: SampleBlock = item  # type: ignore[assignment]
